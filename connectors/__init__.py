@@ -1,0 +1,1 @@
+"""I/O at the edges: Avro codecs and files, Kafka, DuckDB."""

@@ -1,0 +1,43 @@
+"""Beam source over Avro container files of raw messages (the embedded default's input)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+
+from connectors.avro_files import RawMessage, read_raw_messages
+from connectors.schema_store import SchemaStore
+from connectors.origin import SourceRef
+
+
+class _ReadFileFn(beam.DoFn):  # type: ignore[misc]
+    def setup(self) -> None:
+        self._store = SchemaStore.load()
+
+    def process(self, path: str) -> Iterator[tuple[SourceRef, RawMessage]]:
+        name = Path(path).name
+        for position, message in read_raw_messages(Path(path), self._store):
+            yield SourceRef(name, position), message
+
+
+class ReadRawMessages(beam.PTransform):  # type: ignore[misc]
+    """Files -> (SourceRef(file name, record index), RawMessage), one element per message.
+
+    The file name (not its directory) identifies the source, so the same files read from
+    another directory land the same rows.
+    """
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        super().__init__()
+        self._paths = sorted(str(p) for p in paths)
+
+    def expand(self, pbegin: Any) -> Any:
+        return (
+            pbegin
+            | "ListFiles" >> beam.Create(self._paths)
+            | "ReadMessages" >> beam.ParDo(_ReadFileFn())
+            | "Spread" >> beam.Reshuffle()
+        )

@@ -1,0 +1,185 @@
+"""DuckDB: apply the DDL and views from `sql/`, land a staged batch in one transaction.
+
+A batch run audits the files it is given: each load replaces the audit tables with the
+staged rows (so a rerun over the same files leaves identical tables) and records itself
+in `load_ledger`, keyed by a hash of its inputs. The load refuses to commit unless every
+record in is accounted for: records_in = landed + duplicates + quarantined.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pipelines.resources import sql_dir
+
+# Tables a batch load replaces, in load order, each with the columns it is stored by.
+AUDIT_TABLES: dict[str, str] = {
+    "request_events": "event_id",
+    "action_events": "event_id",
+    "requests": "request_id",
+    "lifecycle_transitions": "request_id, seq",
+    "sla_breaches": "request_id",
+    "backlog_daily": "as_of, category, platform, authority",
+    "quarantine": "quarantine_id",
+    "duplicate_deliveries": "source_ref",
+}
+
+
+class AccountError(RuntimeError):
+    """The record account does not balance: a load that would lose records is refused."""
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a load did. Example: LoadReport(database=Path("audit.duckdb"), run_id="9f2c...",
+    records_in=70421, landed=69500, duplicates=901, quarantined=20, replayed=False)"""
+
+    database: Path
+    run_id: str
+    records_in: int
+    landed: int
+    duplicates: int
+    quarantined: int
+    replayed: bool
+
+    @property
+    def balanced(self) -> bool:
+        return self.records_in == self.landed + self.duplicates + self.quarantined
+
+
+def connect_writer(database: Path) -> duckdb.DuckDBPyConnection:
+    """The single writer's connection, with the schema applied."""
+    con = duckdb.connect(str(database))
+    con.execute("SET TimeZone = 'UTC'")
+    apply_schema(con)
+    return con
+
+
+def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Run every DDL file, then every view file, in name order (one statement per file)."""
+    for folder in ("ddl", "views"):
+        for path in sorted((sql_dir() / folder).glob("*.sql")):
+            con.execute(path.read_text(encoding="utf-8"))
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_identity(inputs: Sequence[Path], policy_version: str) -> tuple[str, str]:
+    """(run_id, inputs JSON): the same files, policy and pipeline version give the same id."""
+    described = sorted(({"file": p.name, "sha256": _file_digest(p)} for p in inputs), key=str)
+    inputs_json = json.dumps(described, sort_keys=True)
+    basis = json.dumps([inputs_json, policy_version, version("removal-audit")])
+    return hashlib.sha256(basis.encode()).hexdigest()[:32], inputs_json
+
+
+def land_batch(
+    database: Path,
+    stage: Path,
+    *,
+    inputs: Sequence[Path],
+    records_in: int,
+    policy_version: str,
+    policy_rows: Sequence[Mapping[str, Any]],
+) -> LoadReport:
+    """Replace the audit tables with the Parquet files staged as `stage/<table>-*.parquet`."""
+    run_id, inputs_json = run_identity(inputs, policy_version)
+    con = connect_writer(database)
+    try:
+        con.begin()
+        for table, order in AUDIT_TABLES.items():
+            con.execute(f"DELETE FROM {table}")
+            files = sorted(str(p) for p in stage.glob(f"{table}-*.parquet"))
+            if files:
+                con.execute(
+                    f"INSERT INTO {table} BY NAME "
+                    f"SELECT * FROM read_parquet(?) ORDER BY {order}",
+                    [files],
+                )
+        _land_policy(con, policy_version, policy_rows)
+        landed = _count(con, "request_events") + _count(con, "action_events")
+        duplicates = _count(con, "duplicate_deliveries")
+        quarantined = _count(con, "quarantine")
+        report = LoadReport(database, run_id, records_in, landed, duplicates, quarantined, False)
+        if not report.balanced:
+            raise AccountError(
+                f"records in {records_in} != landed {landed} + duplicates {duplicates} "
+                f"+ quarantined {quarantined}; nothing was committed"
+            )
+        existing = con.execute("SELECT 1 FROM load_ledger WHERE run_id = ?", [run_id]).fetchone()
+        if existing is None:
+            con.execute(
+                "INSERT INTO load_ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id,
+                    inputs_json,
+                    policy_version,
+                    version("removal-audit"),
+                    records_in,
+                    landed,
+                    duplicates,
+                    quarantined,
+                    datetime.now(UTC),
+                ],
+            )
+        con.commit()
+        return LoadReport(
+            database, run_id, records_in, landed, duplicates, quarantined, existing is not None
+        )
+    except BaseException:
+        con.rollback()
+        raise
+    finally:
+        con.close()
+
+
+def _land_policy(
+    con: duckdb.DuckDBPyConnection, policy_version: str, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    con.execute("DELETE FROM sla_policy WHERE policy_version = ?", [policy_version])
+    for row in rows:
+        con.execute(
+            "INSERT INTO sla_policy BY NAME SELECT * FROM (SELECT "
+            + ", ".join(f"${k} AS {k}" for k in row)
+            + ")",
+            dict(row),
+        )
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def table_fingerprints(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str]]:
+    """Every base table's (row count, md5 of its rows in a canonical order): equal
+    fingerprints mean equal content, whatever order the rows were written in."""
+    tables = [
+        name
+        for (name,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE NOT temporary ORDER BY table_name"
+        ).fetchall()
+    ]
+    out: dict[str, tuple[int, str]] = {}
+    for table in tables:
+        row: Any = con.execute(
+            f"SELECT count(*), coalesce(md5(string_agg(CAST(t AS VARCHAR), chr(10) "
+            f"ORDER BY CAST(t AS VARCHAR))), '') FROM {table} AS t"
+        ).fetchone()
+        out[table] = (int(row[0]), str(row[1]))
+    return out

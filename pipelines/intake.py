@@ -1,0 +1,114 @@
+"""Intake: one raw message in, one typed event or one quarantine record out.
+
+Shared by every source (Avro files now, Kafka later): decode with the schema catalog, then
+check the domain rules the schema cannot express. Nothing raises for bad input; the
+caller gets a `Quarantined` with a reason code and the exact bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from connectors.avro_codec import decode
+from connectors.avro_files import RawMessage
+from connectors.errors import DecodeError, ReasonCode
+from connectors.origin import SourceRef
+from connectors.schema_store import SchemaStore
+from pipelines.model import ActionEvent, ActionType, RequestEvent, RequestEventType
+
+REQUESTS_TOPIC = "removal.requests"
+ACTIONS_TOPIC = "removal.actions"
+SUBJECTS = {REQUESTS_TOPIC: "removal.requests-value", ACTIONS_TOPIC: "removal.actions-value"}
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    event: RequestEvent | ActionEvent
+    origin: SourceRef
+    schema_version: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A refused message, kept whole. Example: Quarantined(origin=SourceRef("requests.avro",
+    17), topic="removal.requests", reason=TRUNCATED, message="...", key=b"twitter/1",
+    value=b"\\xc3\\x01...", event_id=None)"""
+
+    origin: SourceRef
+    topic: str
+    reason: ReasonCode
+    message: str
+    key: bytes | None
+    value: bytes
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class IntakeRules:
+    """The domain checks on event times; `now` is the reference for 'in the future'."""
+
+    now: datetime
+    max_clock_skew_seconds: int
+    oldest_plausible: datetime
+    max_message_bytes: int
+
+
+_REQUIRED_TEXT = {
+    REQUESTS_TOPIC: ("event_id", "request_id", "authority", "jurisdiction", "platform", "content_id"),
+    ACTIONS_TOPIC: ("event_id", "action_id", "platform", "content_id"),
+}
+
+
+def take_in(
+    message: RawMessage, origin: SourceRef, store: SchemaStore, rules: IntakeRules
+) -> Accepted | Quarantined:
+    """Decode and check one message."""
+    event_id: str | None = None
+
+    def refuse(reason: ReasonCode, text: str) -> Quarantined:
+        return Quarantined(origin, message.topic, reason, text, message.key, message.value, event_id)
+
+    subject = SUBJECTS.get(message.topic)
+    if subject is None:
+        return refuse(ReasonCode.INVALID_VALUE, f"unknown topic {message.topic!r}")
+    try:
+        decoded = decode(message.value, subject, store, max_bytes=rules.max_message_bytes)
+    except DecodeError as error:
+        return refuse(error.reason, error.message)
+    record = decoded.record
+    event_id = record.get("event_id") or None
+    for field in _REQUIRED_TEXT[message.topic]:
+        if not str(record.get(field) or "").strip():
+            return refuse(ReasonCode.MISSING_REQUIRED_FIELD, f"{field} is empty")
+
+    event: RequestEvent | ActionEvent
+    if message.topic == REQUESTS_TOPIC:
+        event = RequestEvent.from_avro(record)
+        if event.event_type is RequestEventType.WITHDRAWN and event.withdrawn_at is None:
+            return refuse(ReasonCode.MISSING_REQUIRED_FIELD, "WITHDRAWN event without withdrawn_at")
+        times = {"issued_at": event.issued_at, "withdrawn_at": event.withdrawn_at}
+    else:
+        event = ActionEvent.from_avro(record)
+        if event.action is ActionType.RESTRICTED and not event.jurisdiction:
+            return refuse(
+                ReasonCode.MISSING_REQUIRED_FIELD, "RESTRICTED action without jurisdiction"
+            )
+        times = {"acted_at": event.acted_at}
+
+    for name, value in times.items():
+        if value is None:
+            continue
+        if value < rules.oldest_plausible:
+            return refuse(
+                ReasonCode.TIMESTAMP_TOO_OLD,
+                f"{name} {value.isoformat()} is before {rules.oldest_plausible.isoformat()}",
+            )
+        if (value - rules.now).total_seconds() > rules.max_clock_skew_seconds:
+            return refuse(
+                ReasonCode.TIMESTAMP_IN_FUTURE,
+                f"{name} {value.isoformat()} is ahead of {rules.now.isoformat()} "
+                f"by more than {rules.max_clock_skew_seconds} s",
+            )
+    return Accepted(event, origin, decoded.writer.version, message.value)

@@ -1,0 +1,50 @@
+"""One frozen settings object, read from the environment (prefix REMOVAL_AUDIT_) or an .env
+file when the CLI starts, never at import time. Beam options are derived in `batch.py`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Example: REMOVAL_AUDIT_DATABASE=audit.duckdb REMOVAL_AUDIT_DEFAULT_SLA_HOURS=48"""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REMOVAL_AUDIT_",
+        env_file=".env",
+        env_ignore_empty=True,
+        frozen=True,
+        extra="ignore",
+    )
+
+    database: Path = Field(
+        default=Path(".demo/removal-audit.duckdb"), description="DuckDB file the audit lands in."
+    )
+    data_dir: Path = Field(
+        default=Path(".demo/data"), description="Where `generate` writes and `run` reads Avro files."
+    )
+    default_sla_hours: float = Field(
+        default=24.0, gt=0, description="Deadline for requests no SLA policy rule covers (flagged)."
+    )
+    max_clock_skew_seconds: int = Field(
+        default=300, ge=0, description="How far in the future an event time may be before quarantine."
+    )
+    oldest_plausible: datetime = Field(
+        default=datetime(2000, 1, 1, tzinfo=UTC),
+        description="Event times before this are quarantined as implausibly old.",
+    )
+    max_message_bytes: int = Field(
+        default=1_048_576, gt=0, description="Larger messages are quarantined as oversize."
+    )
+
+    @property
+    def default_sla(self) -> timedelta:
+        return timedelta(hours=self.default_sla_hours)
+
+    @property
+    def max_clock_skew(self) -> timedelta:
+        return timedelta(seconds=self.max_clock_skew_seconds)
