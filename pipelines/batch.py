@@ -41,7 +41,7 @@ RECORDS_IN = "records_in"
 def beam_options(settings: Settings) -> PipelineOptions:
     """The one place Beam options come from. The in-process runner suits the embedded
     default: no timers are involved in the batch path."""
-    return PipelineOptions(runner="DirectRunner", direct_num_workers=1)
+    return PipelineOptions(flags=[], runner="DirectRunner", direct_num_workers=1)
 
 
 def _count_in(element: Any) -> Any:

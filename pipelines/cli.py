@@ -1,0 +1,168 @@
+"""The `removal-audit` command: generate, run, sql, fingerprint, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from connectors.duckdb_reader import QueryError
+from pipelines.settings import Settings
+
+DEFAULT_SCENARIO = "roskomnadzor-twitter-2021"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "db", None) is not None:
+        overrides["database"] = args.db
+    if getattr(args, "data_dir", None) is not None:
+        overrides["data_dir"] = args.data_dir
+    return Settings(**overrides)
+
+
+def _input_files(paths: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(path.glob("*.avro"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no such input file or directory: {path}")
+    if not files:
+        raise FileNotFoundError(
+            "no .avro input files found; create some with `removal-audit generate`"
+        )
+    return files
+
+
+def _parse_params(pairs: Sequence[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise QueryError(f"--param takes name=value, got {pair!r}")
+        params[name] = value
+    return params
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pipelines.scenarios.generator import generate
+
+    settings = _settings(args)
+    started = time.perf_counter()
+    result = generate(args.scenario, settings.data_dir, seed=args.seed)
+    print(f"generated scenario {args.scenario} (seed {args.seed}) in {time.perf_counter() - started:.1f} s:")
+    print(f"  {result}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipelines.batch import run_batch
+    from pipelines.report import print_account
+
+    settings = _settings(args)
+    inputs = _input_files(args.inputs or [settings.data_dir])
+    started = time.perf_counter()
+    report = run_batch(inputs, settings)
+    print(f"pipeline finished in {time.perf_counter() - started:.1f} s")
+    print_account(report, sys.stdout)
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from pipelines.sql_cli import run_sql_command
+
+    return run_sql_command(
+        _settings(args).database,
+        statement=args.statement,
+        file=args.file,
+        canned=args.canned,
+        params=_parse_params(args.param),
+        fmt=args.format,
+    )
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    from connectors.duckdb_reader import connect_auditor
+    from connectors.duckdb_sink import table_fingerprints
+
+    con = connect_auditor(_settings(args).database)
+    try:
+        for table, (rows, digest) in table_fingerprints(con).items():
+            print(f"{table:24} {rows:>9} {digest}")
+    finally:
+        con.close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipelines.report import run_demo
+
+    return run_demo(_settings(args), scenario=args.scenario, seed=args.seed, out=sys.stdout)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="removal-audit",
+        description="Audit content-removal demands: which are unresolved, which missed "
+        "their legal deadline, how fast platforms act.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_db(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--db", type=Path, help="DuckDB file (default: settings.database)")
+        return sp
+
+    g = sub.add_parser("generate", help="write a scenario's Avro files")
+    g.add_argument("--scenario", default=DEFAULT_SCENARIO)
+    g.add_argument("--seed", type=int, default=2021)
+    g.add_argument("--out", dest="data_dir", type=Path, help="output directory")
+    g.set_defaults(func=cmd_generate)
+
+    r = with_db(sub.add_parser("run", help="run the batch pipeline over Avro files into DuckDB"))
+    r.add_argument("inputs", nargs="*", type=Path, help="files or directories (default: data dir)")
+    r.add_argument("--data-dir", type=Path)
+    r.set_defaults(func=cmd_run)
+
+    s = with_db(sub.add_parser("sql", help="read-only SQL on the audit database"))
+    s.add_argument("statement", nargs="?", help="one SQL statement (omit for a shell)")
+    s.add_argument("-f", "--file", type=Path, help="run the statement in this file")
+    s.add_argument("-q", "--canned", help="run a canned query of sql/queries/ by name")
+    s.add_argument("-p", "--param", action="append", default=[], help="name=value")
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.set_defaults(func=cmd_sql)
+
+    f = with_db(sub.add_parser("fingerprint", help="row count and content hash of each table"))
+    f.set_defaults(func=cmd_fingerprint)
+
+    d = with_db(sub.add_parser("demo", help="generate the seed scenario, audit it, report"))
+    d.add_argument("--scenario", default=DEFAULT_SCENARIO)
+    d.add_argument("--seed", type=int, default=2021)
+    d.add_argument("--data-dir", type=Path)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (QueryError, FileNotFoundError) as error:
+        print(f"removal-audit: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a duckdb error in an auditor's query is not a crash
+        import duckdb
+
+        if isinstance(error, duckdb.Error):
+            print(f"removal-audit: {error}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

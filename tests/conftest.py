@@ -1,0 +1,98 @@
+"""Shared fixtures: small event sets written as real Avro files, and a real DuckDB file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from connectors.avro_codec import encode_single_object
+from connectors.avro_files import RawMessage, write_raw_messages
+from connectors.schema_store import SchemaStore
+from pipelines.model import (
+    ActionEvent,
+    ActionType,
+    AuthorityKind,
+    Category,
+    RequestEvent,
+    RequestEventType,
+)
+
+T0 = datetime(2021, 2, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def store() -> SchemaStore:
+    return SchemaStore.load()
+
+
+def request(
+    n: int,
+    *,
+    content: str = "c1",
+    hours: float = 0,
+    category: Category = Category.SUICIDE_PROMOTION,
+    jurisdiction: str = "RU",
+) -> RequestEvent:
+    return RequestEvent(
+        event_id=f"rq-{n}",
+        request_id=f"R{n}",
+        event_type=RequestEventType.ISSUED,
+        authority="Roskomnadzor",
+        authority_kind=AuthorityKind.REGULATOR,
+        jurisdiction=jurisdiction,
+        platform="twitter",
+        content_id=content,
+        content_type="POST",
+        category=category,
+        legal_basis="149-FZ art. 15.1",
+        requested_action="REMOVE",
+        issued_at=T0 + timedelta(hours=hours),
+    )
+
+
+def action(
+    n: int,
+    *,
+    content: str = "c1",
+    hours: float = 0,
+    kind: ActionType = ActionType.REMOVED,
+    jurisdiction: str | None = None,
+    request_id: str | None = None,
+) -> ActionEvent:
+    return ActionEvent(
+        event_id=f"ac-{n}",
+        action_id=f"A{n}",
+        request_id=request_id,
+        platform="twitter",
+        content_id=content,
+        action=kind,
+        jurisdiction=jurisdiction,
+        acted_at=T0 + timedelta(hours=hours),
+    )
+
+
+def message(store: SchemaStore, event: RequestEvent | ActionEvent) -> RawMessage:
+    if isinstance(event, RequestEvent):
+        topic, subject = "removal.requests", "removal.requests-value"
+    else:
+        topic, subject = "removal.actions", "removal.actions-value"
+    key = f"{event.platform}/{event.content_id}".encode()
+    return RawMessage(topic, key, encode_single_object(event.to_avro(), subject, store), None)
+
+
+WriteFiles = Callable[[Path, Sequence[RawMessage], Sequence[RawMessage]], list[Path]]
+
+
+@pytest.fixture
+def write_files(store: SchemaStore) -> WriteFiles:
+    def write(directory: Path, requests: Sequence[RawMessage], actions: Sequence[RawMessage]) -> list[Path]:
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = [directory / "requests.avro", directory / "actions.avro"]
+        write_raw_messages(paths[0], requests, store)
+        write_raw_messages(paths[1], actions, store)
+        return paths
+
+    return write

@@ -1,0 +1,97 @@
+"""The auditor's connection is read-only and cannot reach any file but its database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from connectors.duckdb_reader import QueryError, canned_queries, connect_auditor
+from connectors.duckdb_sink import connect_writer
+from pipelines.cli import main
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    path = tmp_path / "audit.duckdb"
+    con = connect_writer(path)
+    con.execute("INSERT INTO quarantine VALUES ('f#1', 't', 'f#1', 'TRUNCATED', 'm', NULL, NULL, 'x'::BLOB)")
+    con.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO quarantine SELECT * FROM quarantine",
+        "DELETE FROM quarantine",
+        "CREATE TABLE stolen AS SELECT 1",
+        "UPDATE quarantine SET message = 'x'",
+    ],
+)
+def test_refuses_writes(database: Path, statement: str) -> None:
+    con = connect_auditor(database)
+    with pytest.raises(duckdb.Error, match="read-only"):
+        con.execute(statement)
+
+
+def test_refuses_file_access(database: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    target = tmp_path / "out.csv"
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).close()
+    con = connect_auditor(database)
+    for statement in [
+        f"COPY quarantine TO '{target}'",
+        f"SELECT * FROM read_csv('{secret}')",
+        f"SELECT * FROM '{secret}'",
+        f"SELECT * FROM read_text('{secret}')",
+        f"SELECT * FROM glob('{tmp_path}/*')",
+        f"ATTACH '{other}' AS other",
+        f"EXPORT DATABASE '{tmp_path / 'export'}'",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+    ]:
+        with pytest.raises(duckdb.Error):
+            con.execute(statement).fetchall()
+    assert not target.exists()
+    assert not (tmp_path / "export").exists()
+
+
+def test_settings_cannot_be_unlocked(database: Path) -> None:
+    con = connect_auditor(database)
+    for statement in ["SET enable_external_access = true", "SET lock_configuration = false"]:
+        with pytest.raises(duckdb.Error, match="locked"):
+            con.execute(statement)
+    assert con.execute("SELECT count(*) FROM quarantine").fetchone() == (1,)
+
+
+def test_cli_refuses_and_reports(database: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "leak.csv"
+    assert main(["sql", "--db", str(database), f"COPY quarantine TO '{target}'"]) == 1
+    assert "disabled by configuration" in capsys.readouterr().err
+    assert not target.exists()
+    assert main(["sql", "--db", str(database), "INSERT INTO quarantine SELECT * FROM quarantine"]) == 1
+    assert main(["sql", "--db", str(database), "SELECT reason_code FROM quarantine"]) == 0
+    assert "TRUNCATED" in capsys.readouterr().out
+
+
+def test_missing_database_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sql", "--db", str(tmp_path / "none.duckdb"), "SELECT 1"]) == 2
+    assert "removal-audit run" in capsys.readouterr().err
+
+
+def test_canned_queries_declare_their_parameters() -> None:
+    queries = canned_queries()
+    assert {
+        "unresolved_by_category", "sla_breach_rate_by_category_month",
+        "time_to_action_percentiles", "oldest_open_requests", "requests_issued",
+    } <= set(queries)
+    assert queries["unresolved_by_category"].params == {"as_of": None}
+    assert queries["oldest_open_requests"].params == {"as_of": None, "limit": "20"}
+    with pytest.raises(QueryError, match="required"):
+        queries["unresolved_by_category"].bind({})
+    with pytest.raises(QueryError, match="unknown"):
+        queries["unresolved_by_category"].bind({"as_of": "2021-03-01", "since": "x"})
