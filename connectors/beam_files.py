@@ -9,8 +9,8 @@ from typing import Any
 import apache_beam as beam
 
 from connectors.avro_files import RawMessage, read_raw_messages
-from connectors.schema_store import SchemaStore
 from connectors.origin import SourceRef
+from connectors.schema_store import SchemaStore
 
 
 class _ReadFileFn(beam.DoFn):  # type: ignore[misc]

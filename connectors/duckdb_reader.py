@@ -66,7 +66,9 @@ class CannedQuery:
         for name, default in self.params.items():
             value = given.get(name, default)
             if value is None:
-                raise QueryError(f"{self.name}: parameter {name!r} is required (--param {name}=...)")
+                raise QueryError(
+                    f"{self.name}: parameter {name!r} is required (--param {name}=...)"
+                )
             bound[name] = value
         return bound
 
@@ -88,9 +90,7 @@ def read_query_file(path: Path) -> CannedQuery:
 
 
 def canned_queries() -> dict[str, CannedQuery]:
-    return {
-        q.name: q for q in map(read_query_file, sorted((sql_dir() / "queries").glob("*.sql")))
-    }
+    return {q.name: q for q in map(read_query_file, sorted((sql_dir() / "queries").glob("*.sql")))}
 
 
 def run_sql(

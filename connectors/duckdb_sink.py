@@ -106,8 +106,7 @@ def land_batch(
             files = sorted(str(p) for p in stage.glob(f"{table}-*.parquet"))
             if files:
                 con.execute(
-                    f"INSERT INTO {table} BY NAME "
-                    f"SELECT * FROM read_parquet(?) ORDER BY {order}",
+                    f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?) ORDER BY {order}",
                     [files],
                 )
         _land_policy(con, policy_version, policy_rows)

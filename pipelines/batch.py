@@ -66,13 +66,15 @@ class _Stage(beam.PTransform):  # type: ignore[misc]
         )
 
 
-def build(pipeline: beam.Pipeline, inputs: Sequence[Path], stage: Path, policy: SlaPolicy, rules: IntakeRules) -> None:
+def build(
+    pipeline: beam.Pipeline,
+    inputs: Sequence[Path],
+    stage: Path,
+    policy: SlaPolicy,
+    rules: IntakeRules,
+) -> None:
     """Wire the audit: read, intake, dedupe, match, aggregate, stage."""
-    messages = (
-        pipeline
-        | "ReadFiles" >> ReadRawMessages(inputs)
-        | "CountIn" >> beam.Map(_count_in)
-    )
+    messages = pipeline | "ReadFiles" >> ReadRawMessages(inputs) | "CountIn" >> beam.Map(_count_in)
     intake = messages | "DecodeAndValidate" >> DecodeAndValidate(rules)
     unique = intake.accepted | "DedupeEvents" >> DedupeEvents()
     lifecycles = unique.events | "MatchRequestsToActions" >> MatchRequestsToActions(policy)
@@ -85,7 +87,8 @@ def build(pipeline: beam.Pipeline, inputs: Sequence[Path], stage: Path, policy: 
         "quarantine": quarantined | "QuarantineRows" >> beam.Map(rows.quarantine_row),
         "duplicate_deliveries": unique[DUPLICATES],
         "requests": lifecycles | "RequestRows" >> beam.Map(rows.request_row),
-        "lifecycle_transitions": lifecycles | "TransitionRows" >> beam.FlatMap(rows.transition_rows),
+        "lifecycle_transitions": lifecycles
+        | "TransitionRows" >> beam.FlatMap(rows.transition_rows),
         "sla_breaches": lifecycles | "SlaBreaches" >> SlaBreaches(),
         "backlog_daily": lifecycles | "BacklogByCategory" >> BacklogByCategory(),
     }
@@ -93,7 +96,9 @@ def build(pipeline: beam.Pipeline, inputs: Sequence[Path], stage: Path, policy: 
         _ = pcoll | f"Stage_{table}" >> _Stage(stage, table)
 
 
-def run_batch(inputs: Sequence[Path], settings: Settings, *, now: datetime | None = None) -> LoadReport:
+def run_batch(
+    inputs: Sequence[Path], settings: Settings, *, now: datetime | None = None
+) -> LoadReport:
     """Run the audit over `inputs` (raw-message Avro files) and land it in settings.database."""
     policy = SlaPolicy.load(default_sla=settings.default_sla)
     rules = IntakeRules(

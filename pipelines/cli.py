@@ -56,7 +56,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     started = time.perf_counter()
     result = generate(args.scenario, settings.data_dir, seed=args.seed)
-    print(f"generated scenario {args.scenario} (seed {args.seed}) in {time.perf_counter() - started:.1f} s:")
+    elapsed = time.perf_counter() - started
+    print(f"generated scenario {args.scenario} (seed {args.seed}) in {elapsed:.1f} s:")
     print(f"  {result}")
     return 0
 

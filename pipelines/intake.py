@@ -56,7 +56,14 @@ class IntakeRules:
 
 
 _REQUIRED_TEXT = {
-    REQUESTS_TOPIC: ("event_id", "request_id", "authority", "jurisdiction", "platform", "content_id"),
+    REQUESTS_TOPIC: (
+        "event_id",
+        "request_id",
+        "authority",
+        "jurisdiction",
+        "platform",
+        "content_id",
+    ),
     ACTIONS_TOPIC: ("event_id", "action_id", "platform", "content_id"),
 }
 
@@ -68,7 +75,9 @@ def take_in(
     event_id: str | None = None
 
     def refuse(reason: ReasonCode, text: str) -> Quarantined:
-        return Quarantined(origin, message.topic, reason, text, message.key, message.value, event_id)
+        return Quarantined(
+            origin, message.topic, reason, text, message.key, message.value, event_id
+        )
 
     subject = SUBJECTS.get(message.topic)
     if subject is None:

@@ -45,7 +45,6 @@ from pipelines.model import (
 )
 from pipelines.policy import SlaPolicy
 
-
 E = TypeVar("E", RequestEvent, ActionEvent)
 
 
@@ -148,13 +147,13 @@ def _request_lifecycle(
     prior = [(a, e) for a, e in relevant if a.acted_at <= issued_at]
     later = [(a, e) for a, e in relevant if a.acted_at > issued_at]
     if prior:
-        action, effect = prior[-1]
-        if effect is _Effect.COVER:
+        last_action, last_effect = prior[-1]
+        if last_effect is _Effect.COVER:
             disposition = Disposition.RESOLVED_ON_TIME
-            emit(Transition.RESOLVED, issued_at, disposition, action.event_id)
-        elif effect is _Effect.DECLINE:
+            emit(Transition.RESOLVED, issued_at, disposition, last_action.event_id)
+        elif last_effect is _Effect.DECLINE:
             disposition = Disposition.DECLINED
-            emit(Transition.DECLINED, issued_at, disposition, action.event_id)
+            emit(Transition.DECLINED, issued_at, disposition, last_action.event_id)
 
     steps: list[tuple[datetime, _Step, str, ActionEvent | None, _Effect | None]] = [
         (deadline.due_at + TICK, _Step.BREACH, "", None, None)

@@ -52,7 +52,9 @@ class SlaPolicy:
     default_sla: timedelta
 
     @classmethod
-    def load(cls, path: Path | None = None, *, default_sla: timedelta = timedelta(hours=24)) -> SlaPolicy:
+    def load(
+        cls, path: Path | None = None, *, default_sla: timedelta = timedelta(hours=24)
+    ) -> SlaPolicy:
         raw = tomllib.loads((path or DEFAULT_POLICY_FILE).read_text(encoding="utf-8"))
         groups = {name: frozenset(members) for name, members in raw.get("groups", {}).items()}
         rules = tuple(_parse_rule(r) for r in raw.get("rule", []))

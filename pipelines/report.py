@@ -78,16 +78,23 @@ def print_account(report: LoadReport, out: TextIO) -> None:
     out.write(
         f"record account: {report.records_in:,} in = {report.landed:,} landed "
         f"+ {report.duplicates:,} duplicate deliveries + {report.quarantined:,} quarantined "
-        f"({'balanced' if report.balanced else 'NOT BALANCED'})"
-        f"{'; same inputs as an earlier load: tables rewritten identically' if report.replayed else ''}\n"
+        f"({'balanced' if report.balanced else 'NOT BALANCED'})\n"
     )
+    if report.replayed:
+        out.write("same inputs as an earlier load: tables rewritten identically\n")
     out.write(f"database: {report.database}\n")
 
 
 def print_figures(checks: list[FigureCheck], out: TextIO) -> None:
     headers = ("as of", "figure", "published", "computed", "match")
     table = [
-        (c.as_of.date().isoformat(), c.label, c.published, f"{c.computed:,}", "yes" if c.matches else "NO")
+        (
+            c.as_of.date().isoformat(),
+            c.label,
+            c.published,
+            f"{c.computed:,}",
+            "yes" if c.matches else "NO",
+        )
         for c in checks
     ]
     widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
@@ -105,7 +112,9 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, out: TextIO) -> in
     generated = generate(scenario, settings.data_dir, seed=seed)
     out.write(f"1. generated scenario {scenario!r} (seed {seed}): {generated}\n")
     report = run_batch([generated.requests_path, generated.actions_path], settings)
-    out.write("2. ran the pipeline: Avro files -> Beam (decode, dedupe, match, backlog, SLA) -> DuckDB\n")
+    out.write(
+        "2. ran the pipeline: Avro files -> Beam (decode, dedupe, match, backlog, SLA) -> DuckDB\n"
+    )
     print_account(report, out)
 
     figures = load_scenario(scenario)["figure"]
@@ -126,4 +135,3 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, out: TextIO) -> in
     ok = all(c.matches for c in checks) and report.balanced
     out.write(f"\ndemo {'passed' if ok else 'FAILED'} in {time.perf_counter() - started:.0f} s\n")
     return 0 if ok else 1
-

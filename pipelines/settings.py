@@ -25,13 +25,16 @@ class Settings(BaseSettings):
         default=Path(".demo/removal-audit.duckdb"), description="DuckDB file the audit lands in."
     )
     data_dir: Path = Field(
-        default=Path(".demo/data"), description="Where `generate` writes and `run` reads Avro files."
+        default=Path(".demo/data"),
+        description="Where `generate` writes and `run` reads Avro files.",
     )
     default_sla_hours: float = Field(
         default=24.0, gt=0, description="Deadline for requests no SLA policy rule covers (flagged)."
     )
     max_clock_skew_seconds: int = Field(
-        default=300, ge=0, description="How far in the future an event time may be before quarantine."
+        default=300,
+        ge=0,
+        description="How far in the future an event time may be before quarantine.",
     )
     oldest_plausible: datetime = Field(
         default=datetime(2000, 1, 1, tzinfo=UTC),

@@ -43,7 +43,8 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], out: Text
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(
-            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
         ).rstrip()
 
     out.write(line(columns) + "\n")

@@ -109,7 +109,8 @@ class DedupeEvents(beam.PTransform):  # type: ignore[misc]
             accepted
             | "KeyByEventId" >> beam.Map(lambda a: ((_topic_of(a), a.event.event_id), a))
             | "GroupDeliveries" >> beam.GroupByKey()
-            | "KeepFirst" >> beam.ParDo(DedupeFn()).with_outputs(DUPLICATES, QUARANTINE, main="events")
+            | "KeepFirst"
+            >> beam.ParDo(DedupeFn()).with_outputs(DUPLICATES, QUARANTINE, main="events")
         )
 
 
@@ -117,7 +118,9 @@ class _LifecycleFn(beam.DoFn):  # type: ignore[misc]
     def __init__(self, policy: SlaPolicy) -> None:
         self._policy = policy
 
-    def process(self, element: tuple[tuple[str, str], dict[str, list[Any]]]) -> Iterator[RequestLifecycle]:
+    def process(
+        self, element: tuple[tuple[str, str], dict[str, list[Any]]]
+    ) -> Iterator[RequestLifecycle]:
         _, grouped = element
         yield from content_lifecycle(grouped["requests"], grouped["actions"], self._policy)
 
@@ -177,7 +180,9 @@ def _sum_deltas(values: Iterable[Deltas]) -> Deltas:
     return (o, ov, d)
 
 
-def _daily_rows(element: tuple[tuple[str, str, str], Iterable[tuple[int, Deltas]]]) -> Iterator[rows.Row]:
+def _daily_rows(
+    element: tuple[tuple[str, str, str], Iterable[tuple[int, Deltas]]],
+) -> Iterator[rows.Row]:
     (category, platform, authority), changes = element
     by_day: dict[int, Deltas] = defaultdict(lambda: (0, 0, 0))
     for day, deltas in changes:

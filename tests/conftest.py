@@ -88,7 +88,9 @@ WriteFiles = Callable[[Path, Sequence[RawMessage], Sequence[RawMessage]], list[P
 
 @pytest.fixture
 def write_files(store: SchemaStore) -> WriteFiles:
-    def write(directory: Path, requests: Sequence[RawMessage], actions: Sequence[RawMessage]) -> list[Path]:
+    def write(
+        directory: Path, requests: Sequence[RawMessage], actions: Sequence[RawMessage]
+    ) -> list[Path]:
         directory.mkdir(parents=True, exist_ok=True)
         paths = [directory / "requests.avro", directory / "actions.avro"]
         write_raw_messages(paths[0], requests, store)

@@ -16,7 +16,9 @@ from pipelines.cli import main
 def database(tmp_path: Path) -> Path:
     path = tmp_path / "audit.duckdb"
     con = connect_writer(path)
-    con.execute("INSERT INTO quarantine VALUES ('f#1', 't', 'f#1', 'TRUNCATED', 'm', NULL, NULL, 'x'::BLOB)")
+    con.execute(
+        "INSERT INTO quarantine VALUES ('f#1', 't', 'f#1', 'TRUNCATED', 'm', NULL, NULL, 'x'::BLOB)"
+    )
     con.close()
     return path
 
@@ -68,17 +70,23 @@ def test_settings_cannot_be_unlocked(database: Path) -> None:
     assert con.execute("SELECT count(*) FROM quarantine").fetchone() == (1,)
 
 
-def test_cli_refuses_and_reports(database: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_and_reports(
+    database: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     target = tmp_path / "leak.csv"
     assert main(["sql", "--db", str(database), f"COPY quarantine TO '{target}'"]) == 1
     assert "disabled by configuration" in capsys.readouterr().err
     assert not target.exists()
-    assert main(["sql", "--db", str(database), "INSERT INTO quarantine SELECT * FROM quarantine"]) == 1
+    assert (
+        main(["sql", "--db", str(database), "INSERT INTO quarantine SELECT * FROM quarantine"]) == 1
+    )
     assert main(["sql", "--db", str(database), "SELECT reason_code FROM quarantine"]) == 0
     assert "TRUNCATED" in capsys.readouterr().out
 
 
-def test_missing_database_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_database_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["sql", "--db", str(tmp_path / "none.duckdb"), "SELECT 1"]) == 2
     assert "removal-audit run" in capsys.readouterr().err
 
@@ -86,8 +94,11 @@ def test_missing_database_is_a_clear_error(tmp_path: Path, capsys: pytest.Captur
 def test_canned_queries_declare_their_parameters() -> None:
     queries = canned_queries()
     assert {
-        "unresolved_by_category", "sla_breach_rate_by_category_month",
-        "time_to_action_percentiles", "oldest_open_requests", "requests_issued",
+        "unresolved_by_category",
+        "sla_breach_rate_by_category_month",
+        "time_to_action_percentiles",
+        "oldest_open_requests",
+        "requests_issued",
     } <= set(queries)
     assert queries["unresolved_by_category"].params == {"as_of": None}
     assert queries["oldest_open_requests"].params == {"as_of": None, "limit": "20"}

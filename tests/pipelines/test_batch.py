@@ -30,36 +30,61 @@ def _messages(store: SchemaStore) -> tuple[list[RawMessage], list[RawMessage]]:
     r4 = request(4, content="c3")
     r5 = request(5, content="c4", hours=10)
     r6 = request(6, content="c5", category=Category.TERRORISM, jurisdiction="ZZ")
-    v1_record = {k: v for k, v in r5.to_avro().items() if k not in ("event_type", "authority_kind", "withdrawn_at")}
+    v1_record = {
+        k: v
+        for k, v in r5.to_avro().items()
+        if k not in ("event_type", "authority_kind", "withdrawn_at")
+    }
     r5_v1 = RawMessage(
-        "removal.requests", b"twitter/c4",
-        encode_single_object(v1_record, "removal.requests-value", store, version=1), None,
+        "removal.requests",
+        b"twitter/c4",
+        encode_single_object(v1_record, "removal.requests-value", store, version=1),
+        None,
     )
     conflicting = message(store, dataclasses.replace(r3, content_id="c9"))
     valid = message(store, r1)
     requests = [
-        message(store, r2), valid, message(store, r3), message(store, r4), r5_v1, message(store, r6),
-        valid,                                                     # repeated delivery
-        conflicting,                                               # same event_id, other content
-        RawMessage("removal.requests", None, valid.value[:-3], None),     # truncated
+        message(store, r2),
+        valid,
+        message(store, r3),
+        message(store, r4),
+        r5_v1,
+        message(store, r6),
+        valid,  # repeated delivery
+        conflicting,  # same event_id, other content
+        RawMessage("removal.requests", None, valid.value[:-3], None),  # truncated
         RawMessage("removal.requests", None, valid.value + b"\x00", None),  # trailing bytes
     ]
     actions = [
         message(store, action(1, content="c1", hours=30)),
-        message(store, action(2, content="c2", hours=5, kind=ActionType.RESTRICTED, jurisdiction="RU")),
+        message(
+            store, action(2, content="c2", hours=5, kind=ActionType.RESTRICTED, jurisdiction="RU")
+        ),
         message(store, action(3, content="c3", hours=1, kind=ActionType.DECLINED, request_id="R4")),
-        message(store, action(4, content="c2", hours=6, kind=ActionType.RESTRICTED)),  # no jurisdiction
-        message(store, dataclasses.replace(action(5, content="c4"), acted_at=datetime(1970, 1, 2, tzinfo=UTC))),
+        message(
+            store, action(4, content="c2", hours=6, kind=ActionType.RESTRICTED)
+        ),  # no jurisdiction
+        message(
+            store,
+            dataclasses.replace(action(5, content="c4"), acted_at=datetime(1970, 1, 2, tzinfo=UTC)),
+        ),
     ]
     return requests, actions
 
 
 @pytest.fixture
-def landed(tmp_path: Path, store: SchemaStore, write_files: WriteFiles) -> tuple[Settings, list[Path]]:
+def landed(
+    tmp_path: Path, store: SchemaStore, write_files: WriteFiles
+) -> tuple[Settings, list[Path]]:
     inputs = write_files(tmp_path / "in", *_messages(store))
     settings = Settings(database=tmp_path / "audit.duckdb")
     report = run_batch(inputs, settings, now=NOW)
-    assert (report.records_in, report.landed, report.duplicates, report.quarantined) == (15, 9, 1, 5)
+    assert (report.records_in, report.landed, report.duplicates, report.quarantined) == (
+        15,
+        9,
+        1,
+        5,
+    )
     assert report.balanced and not report.replayed
     return settings, inputs
 
@@ -92,16 +117,35 @@ def test_quarantine_keeps_reason_and_bytes(landed: tuple[Settings, list[Path]]) 
     settings, _ = landed
     con = connect_auditor(settings.database)
     try:
-        _, rows = run_sql(con, "SELECT reason_code, source_ref, octet_length(raw_value) > 0 FROM quarantine ORDER BY 1")
-        _, requests = run_sql(con, "SELECT request_id, sla_rule_id, sla_default_used, breached FROM requests ORDER BY 1")
-        _, versions = run_sql(con, "SELECT event_id, schema_version FROM request_events WHERE schema_version = 1")
+        _, rows = run_sql(
+            con,
+            "SELECT reason_code, source_ref, octet_length(raw_value) > 0 "
+            "FROM quarantine ORDER BY 1",
+        )
+        _, requests = run_sql(
+            con,
+            "SELECT request_id, sla_rule_id, sla_default_used, breached FROM requests ORDER BY 1",
+        )
+        _, versions = run_sql(
+            con, "SELECT event_id, schema_version FROM request_events WHERE schema_version = 1"
+        )
     finally:
         con.close()
     assert [r[0] for r in rows] == [
-        "EVENT_ID_CONFLICT", "MISSING_REQUIRED_FIELD", "TIMESTAMP_TOO_OLD", "TRAILING_BYTES", "TRUNCATED",
+        "EVENT_ID_CONFLICT",
+        "MISSING_REQUIRED_FIELD",
+        "TIMESTAMP_TOO_OLD",
+        "TRAILING_BYTES",
+        "TRUNCATED",
     ]
     assert all(r[2] for r in rows)
-    assert {r[1] for r in rows} == {"requests.avro#7", "actions.avro#3", "actions.avro#4", "requests.avro#9", "requests.avro#8"}
+    assert {r[1] for r in rows} == {
+        "requests.avro#7",
+        "actions.avro#3",
+        "actions.avro#4",
+        "requests.avro#9",
+        "requests.avro#8",
+    }
     assert requests == [
         ("R1", "RU-149FZ-15.1", False, True),
         ("R2", "RU-149FZ-15.1", False, True),

@@ -191,7 +191,11 @@ def test_lifecycle_matches_sql_reference(
     # Evaluate at every event time, one tick either side, and at each deadline.
     instants = {e.event_time for e in [*reqs, *acts]}
     instants |= {lc.deadline.due_at for lc in lifecycles}
-    instants |= {t + d for t in list(instants) for d in (timedelta(milliseconds=-1), timedelta(milliseconds=1))}
+    instants |= {
+        t + d
+        for t in list(instants)
+        for d in (timedelta(milliseconds=-1), timedelta(milliseconds=1))
+    }
     points = [(rid, t) for rid in by_id for t in sorted(instants)]
     expected = _reference(_delivered(reqs, rng), _delivered(acts, rng), lifecycles, points)
 
@@ -199,7 +203,11 @@ def test_lifecycle_matches_sql_reference(
         got = by_id[rid].status_as_of(t)
         assert (got.value if got else None) == want, (rid, t)
         segment_status = next(
-            (s.status for s in status_segments(by_id[rid]) if s.start <= t and (s.end is None or t < s.end)),
+            (
+                s.status
+                for s in status_segments(by_id[rid])
+                if s.start <= t and (s.end is None or t < s.end)
+            ),
             None,
         )
         assert segment_status == got, (rid, t)
@@ -236,15 +244,36 @@ def test_late_events_do_not_change_the_past(
 def test_reference_sees_overdue_and_late_resolution() -> None:
     """The reference itself is not vacuous: it distinguishes the statuses that matter."""
     req = RequestEvent(
-        "rq0", "R1", RequestEventType.ISSUED, "Authority", AuthorityKind.REGULATOR, "RU",
-        PLATFORM, "c1", "POST", Category.SUICIDE_PROMOTION, "test", "REMOVE", EPOCH,
+        "rq0",
+        "R1",
+        RequestEventType.ISSUED,
+        "Authority",
+        AuthorityKind.REGULATOR,
+        "RU",
+        PLATFORM,
+        "c1",
+        "POST",
+        Category.SUICIDE_PROMOTION,
+        "test",
+        "REMOVE",
+        EPOCH,
     )
-    act = ActionEvent("ac0", "a", None, PLATFORM, "c1", ActionType.REMOVED, None, EPOCH + timedelta(days=2))
+    act = ActionEvent(
+        "ac0", "a", None, PLATFORM, "c1", ActionType.REMOVED, None, EPOCH + timedelta(days=2)
+    )
     lcs = _lifecycles([req], [act])
-    points = [("R1", EPOCH), ("R1", EPOCH + timedelta(days=1, hours=1)), ("R1", EPOCH + timedelta(days=3))]
+    points = [
+        ("R1", EPOCH),
+        ("R1", EPOCH + timedelta(days=1, hours=1)),
+        ("R1", EPOCH + timedelta(days=3)),
+    ]
     got = _reference([req], [act], lcs, points)
     assert list(got.values()) == ["OPEN", "OVERDUE", "RESOLVED_LATE"]
-    assert [lcs[0].status_as_of(t) for _, t in points] == [Status.OPEN, Status.OVERDUE, Status.RESOLVED_LATE]
+    assert [lcs[0].status_as_of(t) for _, t in points] == [
+        Status.OPEN,
+        Status.OVERDUE,
+        Status.RESOLVED_LATE,
+    ]
 
 
 if __name__ == "__main__":  # pragma: no cover
