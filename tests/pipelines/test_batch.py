@@ -170,3 +170,13 @@ def test_replay_leaves_identical_tables(landed: tuple[Settings, list[Path]]) -> 
     assert after == before
     assert before["load_ledger"][0] == 1
     assert before["lifecycle_transitions"][0] > 0
+
+
+def test_every_category_maps_to_a_dsa_category(landed: tuple[Settings, list[Path]]) -> None:
+    settings, _ = landed
+    con = connect_auditor(settings.database)
+    try:
+        _, rows = run_sql(con, "SELECT category FROM dsa_category_map ORDER BY 1")
+    finally:
+        con.close()
+    assert [r[0] for r in rows] == sorted(c.value for c in Category)
