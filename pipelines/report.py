@@ -10,7 +10,6 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, TextIO
 
 from connectors.duckdb_reader import canned_queries, connect_auditor, run_sql
 from connectors.duckdb_sink import LoadReport
+from pipelines.scenarios.generator import PublishedFigure
 from pipelines.settings import Settings
 
 
@@ -47,31 +47,30 @@ def _cli() -> str:
     return str(relative) if script.exists() else "removal-audit"
 
 
-def check_figure(con: Any, figure: Mapping[str, Any], database: Path) -> FigureCheck:
-    as_of: datetime = figure["as_of"]
-    category = str(figure["category"])
-    if figure["metric"] == "unresolved":
-        query, params, column = "unresolved_by_category", {"as_of": _stamp(as_of)}, "unresolved"
-    elif figure["metric"] == "requests_issued":
-        query = "requests_issued"
-        params = {"since": _stamp(figure["since"]), "as_of": _stamp(as_of)}
-        column = "requests"
+def check_figure(con: Any, figure: PublishedFigure, database: Path) -> FigureCheck:
+    """Compute `figure` with its canned query on the auditor connection `con`."""
+    if figure.metric == "unresolved":
+        query, column = "unresolved_by_category", "unresolved"
+        params = {"as_of": _stamp(figure.as_of)}
+    elif figure.metric == "requests_issued" and figure.since is not None:
+        query, column = "requests_issued", "requests"
+        params = {"since": _stamp(figure.since), "as_of": _stamp(figure.as_of)}
     else:
-        raise ValueError(f"figure {figure['id']}: unknown metric {figure['metric']!r}")
+        raise ValueError(f"figure {figure.id}: cannot compute metric {figure.metric!r}")
     canned = canned_queries()[query]
     columns, rows = run_sql(con, canned.sql, canned.bind(params))
     by_category = {row[0]: row[columns.index(column)] for row in rows}
-    computed = by_category.get(category, 0)
-    value = int(figure["value"])
-    exact = figure["comparison"] == "exactly"
-    matches = computed == value if exact else computed > value
+    computed = int(by_category.get(figure.category, 0))
     command = " ".join(
         [_cli(), "sql", "--db", shlex.quote(str(database)), "--canned", query]
         + [f"--param {k}={v}" for k, v in params.items()]
     )
-    label = f"{figure['metric'].replace('_', ' ')}, {category.lower().replace('_', ' ')}"
-    published = f"{value:,}" if exact else f"more than {value:,}"
-    return FigureCheck(as_of, label, published, computed, matches, command)
+    label = f"{figure.metric.replace('_', ' ')}, {figure.category.lower().replace('_', ' ')}"
+    if figure.since is not None:
+        label += f" since {figure.since.date().isoformat()}"
+    exact = figure.comparison == "exactly"
+    published = f"{figure.value:,}" if exact else f"more than {figure.value:,}"
+    return FigureCheck(figure.as_of, label, published, computed, figure.holds(computed), command)
 
 
 def print_account(report: LoadReport, out: TextIO) -> None:
@@ -117,7 +116,7 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, out: TextIO) -> in
     )
     print_account(report, out)
 
-    figures = load_scenario(scenario)["figure"]
+    figures = load_scenario(scenario).figures
     con = connect_auditor(settings.database)
     try:
         checks = [check_figure(con, f, settings.database) for f in figures]

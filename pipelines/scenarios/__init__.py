@@ -1,0 +1,1 @@
+"""Demo scenarios: published figures and the synthetic event streams that reproduce them."""
