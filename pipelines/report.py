@@ -109,7 +109,11 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, out: TextIO) -> in
 
     started = time.perf_counter()
     generated = generate(scenario, settings.data_dir, seed=seed)
-    out.write(f"1. generated scenario {scenario!r} (seed {seed}): {generated}\n")
+    out.write(
+        f"1. generated scenario {scenario!r} (seed {seed}) in {generated.requests_path.parent}: "
+        f"{generated.valid_requests:,} request events, {generated.valid_actions:,} action events, "
+        f"{generated.duplicates:,} repeated deliveries, {generated.malformed:,} malformed messages\n"
+    )
     report = run_batch([generated.requests_path, generated.actions_path], settings)
     out.write(
         "2. ran the pipeline: Avro files -> Beam (decode, dedupe, match, backlog, SLA) -> DuckDB\n"
@@ -124,9 +128,13 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, out: TextIO) -> in
         con.close()
     out.write("\n3. published figures vs the pipeline's SQL (read-only auditor connection):\n\n")
     print_figures(checks, out)
-    out.write("\nreproduce each figure:\n")
-    for check in checks:
-        out.write(f"  {check.command}\n")
+    out.write("\nreproduce the figures (each command prints every category as of its date):\n")
+    for command in dict.fromkeys(c.command for c in checks):
+        out.write(f"  {command}\n")
+    out.write(
+        "\nmore: --canned sla_breach_rate_by_category_month | time_to_action_percentiles | "
+        "oldest_open_requests --param as_of=...\n"
+    )
     out.write(
         f"\nexplore: {_cli()} sql --db {shlex.quote(str(settings.database))}   "
         f"(.queries lists the canned audits)\n"
