@@ -58,7 +58,7 @@ def test_demo_recovers_the_published_figures_and_replays_identically(tmp_path: P
         before = table_fingerprints(con)
     finally:
         con.close()
-    ((records_in, landed, duplicates, quarantined, balanced),) = account
+    ((records_in, _landed, duplicates, quarantined, balanced),) = account
     assert balanced and duplicates > 0 and quarantined > 0
     # The pipeline's own daily backlog agrees with the SQL as-of status.
     assert backlog == [(2862,)]
