@@ -1,8 +1,9 @@
 """Avro container files: raw Kafka messages (replay/demo input) and plain event records.
 
 In: a path and a `SchemaStore`. Out: records with their 0-based index in the file.
-Files are written with the subject's schema (deflate-compressed) and read with the
-subject's latest schema as reader, so files written with an older version still read.
+Files are written with the subject's schema (deflate-compressed; a random sync marker
+unless a fixed one is given) and read with the subject's latest schema as reader, so
+files written with an older version still read.
 A file that is not Avro, or is corrupt, raises `AvroFileError` (a ValueError) naming it.
 """
 
@@ -26,6 +27,8 @@ from connectors.schema_store import SchemaStore, SchemaVersion
 
 RAW_MESSAGE_SUBJECT = "raw-message"
 CODEC = "deflate"
+# Length of an Avro container file's sync marker (Avro specification, "Object Container Files").
+SYNC_MARKER_SIZE = 16
 
 
 class AvroFileError(ValueError):
@@ -68,9 +71,19 @@ class RawMessage:
         )
 
 
-def write_raw_messages(path: Path, messages: Iterable[RawMessage], store: SchemaStore) -> int:
-    """Write `messages` to a new container file at `path`; return how many were written."""
-    return write_records(path, RAW_MESSAGE_SUBJECT, (m.to_record() for m in messages), store)
+def write_raw_messages(
+    path: Path,
+    messages: Iterable[RawMessage],
+    store: SchemaStore,
+    *,
+    sync_marker: bytes | None = None,
+) -> int:
+    """Write `messages` to a new container file at `path`; return how many were written.
+
+    `sync_marker`: as for `write_records`.
+    """
+    records = (m.to_record() for m in messages)
+    return write_records(path, RAW_MESSAGE_SUBJECT, records, store, sync_marker=sync_marker)
 
 
 def read_raw_messages(path: Path, store: SchemaStore) -> Iterator[tuple[int, RawMessage]]:
@@ -85,12 +98,19 @@ def write_records(
     records: Iterable[Mapping[str, Any]],
     store: SchemaStore,
     version: int | None = None,
+    *,
+    sync_marker: bytes | None = None,
 ) -> int:
     """Write `records` with `subject`'s schema (`version`, default latest) to `path`.
 
+    `sync_marker`: the 16 bytes that end the header and every block. None lets fastavro
+    draw a random one; a fixed marker makes the same records give byte-identical files.
     Returns the number written. Raises AvroFileError for a record that does not match
-    the schema or a file that cannot be written.
+    the schema or a file that cannot be written, ValueError for a marker not 16 bytes long
+    (before the file is touched).
     """
+    if sync_marker is not None and len(sync_marker) != SYNC_MARKER_SIZE:
+        raise ValueError(f"sync_marker must be {SYNC_MARKER_SIZE} bytes, got {len(sync_marker)}")
     writer_version = store.latest(subject) if version is None else store.version(subject, version)
     counter = _Counter(records)
     try:
@@ -100,6 +120,7 @@ def write_records(
                 writer_version.schema,
                 counter,
                 codec=CODEC,
+                sync_marker=sync_marker,
                 validator=True,
                 strict_allow_default=True,
             )

@@ -124,6 +124,47 @@ def test_raw_messages_round_trip_generated(messages: list[RawMessage]) -> None:
         assert list(read_raw_messages(path, STORE)) == list(enumerate(messages))
 
 
+def test_same_sync_marker_gives_identical_files(tmp_path: Path) -> None:
+    marker = bytes(range(16))
+    messages = sample_messages()
+    first, second = tmp_path / "first.avro", tmp_path / "second.avro"
+    assert write_raw_messages(first, messages, STORE, sync_marker=marker) == 3
+    assert write_raw_messages(second, messages, STORE, sync_marker=marker) == 3
+    assert first.read_bytes() == second.read_bytes()
+    assert first.read_bytes().endswith(marker)  # the marker closes every block
+    assert list(read_raw_messages(first, STORE)) == list(enumerate(messages))
+
+
+def test_sync_marker_across_blocks(tmp_path: Path) -> None:
+    marker = b"0123456789abcdef"
+    records = [action(i) for i in range(3000)]
+    first, second = tmp_path / "first.avro", tmp_path / "second.avro"
+    write_records(first, ACTIONS, records, STORE, sync_marker=marker)
+    write_records(second, ACTIONS, records, STORE, sync_marker=marker)
+    data = first.read_bytes()
+    assert data == second.read_bytes()
+    with first.open("rb") as source:
+        blocks = sum(1 for _ in fastavro.block_reader(source))
+    assert blocks > 1
+    assert data.count(marker) == blocks + 1  # after the header and after each block
+    assert list(read_records(first, ACTIONS, STORE)) == list(enumerate(records))
+
+
+def test_without_sync_marker_files_differ(tmp_path: Path) -> None:
+    first, second = tmp_path / "first.avro", tmp_path / "second.avro"
+    write_raw_messages(first, sample_messages(), STORE)
+    write_raw_messages(second, sample_messages(), STORE)
+    assert first.read_bytes() != second.read_bytes()  # fastavro draws a random marker
+
+
+@pytest.mark.parametrize("marker", [b"", b"x" * 15, b"x" * 17])
+def test_sync_marker_must_be_16_bytes(tmp_path: Path, marker: bytes) -> None:
+    path = tmp_path / "messages.avro"
+    with pytest.raises(ValueError, match="sync_marker must be 16 bytes"):
+        write_raw_messages(path, sample_messages(), STORE, sync_marker=marker)
+    assert not path.exists()
+
+
 def test_v1_record_file_reads_with_v2_defaults(tmp_path: Path) -> None:
     path = tmp_path / "requests-v1.avro"
     records = [REQUEST_V1, {**REQUEST_V1, "event_id": "evt-9", "category": "FRAUD"}]
