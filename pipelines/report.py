@@ -112,7 +112,8 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, out: TextIO) -> in
     out.write(
         f"1. generated scenario {scenario!r} (seed {seed}) in {generated.requests_path.parent}: "
         f"{generated.valid_requests:,} request events, {generated.valid_actions:,} action events, "
-        f"{generated.duplicates:,} repeated deliveries, {generated.malformed:,} malformed messages\n"
+        f"{generated.duplicates:,} repeated deliveries, "
+        f"{generated.malformed:,} malformed messages\n"
     )
     report = run_batch([generated.requests_path, generated.actions_path], settings)
     out.write(
