@@ -11,10 +11,12 @@ piece of content (DESIGN.md, Semantics), with events ordered by (event time, eve
   - DECLINED: D if it names R, or names no request and has no jurisdiction or R's, and
     is not older than R (a refusal cannot answer a demand not yet made).
 * As of T (only events at or before T count), R is WITHDRAWN if a withdrawal of R is at or
-  before T; otherwise the last relevant event decides: C -> resolved (on time if the
-  covering run began, or R was issued, at or before the deadline), D -> DECLINED, U or
-  none -> OPEN (OVERDUE once T is past the deadline). A C before R was issued means the
-  content was already down: R resolves the moment it is issued.
+  before T. Otherwise, if the last C or U event is a C, the content is down for R and R is
+  resolved: on time if the covering run (the C events since the last U) began, or R was
+  issued, at or before the deadline. Otherwise R is DECLINED if a D came after the last U
+  (a reinstatement starts afresh), else OPEN (OVERDUE once T is past the deadline). A C
+  before R was issued means the content was already down: R resolves the moment it is
+  issued. A refusal does not undo a takedown: content that is down stays resolved.
 * R is BREACHED at deadline + 1 ms when, as of the deadline, it was OPEN or DECLINED.
 
 Example: a request issued 2021-02-01T10:00Z with a 24 h deadline and a RESTRICTED(RU)
@@ -63,6 +65,31 @@ class _Step(IntEnum):
 
 
 _RESOLVED = (Disposition.RESOLVED_ON_TIME, Disposition.RESOLVED_LATE)
+
+
+class _Coverage:
+    """Where a request stands with the platform: is the content down for it, and has the
+    platform refused it since the content was last put back?"""
+
+    def __init__(self) -> None:
+        self.covered_by: str | None = None  # the action that began the current takedown
+        self.declined_by: str | None = None  # the first refusal since the last reinstatement
+
+    @property
+    def covered(self) -> bool:
+        return self.covered_by is not None
+
+    @property
+    def declined(self) -> bool:
+        return self.declined_by is not None
+
+    def apply(self, effect: _Effect, event_id: str) -> None:
+        if effect is _Effect.COVER:
+            self.covered_by = self.covered_by or event_id
+        elif effect is _Effect.UNCOVER:
+            self.covered_by = self.declined_by = None
+        else:
+            self.declined_by = self.declined_by or event_id
 
 
 def effect_on(action: ActionEvent, request: RequestEvent) -> _Effect | None:
@@ -137,30 +164,32 @@ def _request_lifecycle(
     relevant = [(a, e) for a in actions if (e := effect_on(a, request)) is not None]
 
     out: list[TransitionRecord] = []
+    state = _Coverage()
 
     def emit(transition: Transition, at: datetime, disp: Disposition, cause: str | None) -> None:
         out.append(TransitionRecord(request.request_id, len(out), transition, at, disp, cause))
 
     # Events at or before the issue define the state the request is born into.
+    for prior, prior_effect in relevant:
+        if prior.acted_at <= issued_at:
+            state.apply(prior_effect, prior.event_id)
     disposition = Disposition.OPEN
     emit(Transition.OPENED, issued_at, disposition, request.event_id)
-    prior = [(a, e) for a, e in relevant if a.acted_at <= issued_at]
-    later = [(a, e) for a, e in relevant if a.acted_at > issued_at]
-    if prior:
-        last_action, last_effect = prior[-1]
-        if last_effect is _Effect.COVER:
-            disposition = Disposition.RESOLVED_ON_TIME
-            emit(Transition.RESOLVED, issued_at, disposition, last_action.event_id)
-        elif last_effect is _Effect.DECLINE:
-            disposition = Disposition.DECLINED
-            emit(Transition.DECLINED, issued_at, disposition, last_action.event_id)
+    if state.covered:
+        disposition = Disposition.RESOLVED_ON_TIME
+        emit(Transition.RESOLVED, issued_at, disposition, state.covered_by)
+    elif state.declined:
+        disposition = Disposition.DECLINED
+        emit(Transition.DECLINED, issued_at, disposition, state.declined_by)
 
     steps: list[tuple[datetime, _Step, str, ActionEvent | None, _Effect | None]] = [
         (deadline.due_at + TICK, _Step.BREACH, "", None, None)
     ]
     if withdrawn_at:
         steps.append((max(min(withdrawn_at), issued_at), _Step.WITHDRAW, "", None, None))
-    steps.extend((a.acted_at, _Step.ACTION, a.event_id, a, e) for a, e in later)
+    steps.extend(
+        (a.acted_at, _Step.ACTION, a.event_id, a, e) for a, e in relevant if a.acted_at > issued_at
+    )
     steps.sort(key=lambda s: (s[0], s[1], s[2]))
 
     for at, step, _, action, effect in steps:
@@ -171,16 +200,19 @@ def _request_lifecycle(
         if step is _Step.WITHDRAW:
             emit(Transition.WITHDRAWN, at, Disposition.WITHDRAWN, None)
             break
-        assert action is not None
-        if effect is _Effect.COVER and disposition not in _RESOLVED:
-            on_time = at <= deadline.due_at
-            disposition = Disposition.RESOLVED_ON_TIME if on_time else Disposition.RESOLVED_LATE
-            transition = Transition.RESOLVED if on_time else Transition.RESOLVED_LATE
-            emit(transition, at, disposition, action.event_id)
-        elif effect is _Effect.DECLINE and disposition is not Disposition.DECLINED:
-            disposition = Disposition.DECLINED
-            emit(Transition.DECLINED, at, disposition, action.event_id)
-        elif effect is _Effect.UNCOVER and disposition is not Disposition.OPEN:
+        assert action is not None and effect is not None
+        state.apply(effect, action.event_id)
+        if state.covered:
+            if disposition not in _RESOLVED:
+                on_time = at <= deadline.due_at
+                disposition = Disposition.RESOLVED_ON_TIME if on_time else Disposition.RESOLVED_LATE
+                transition = Transition.RESOLVED if on_time else Transition.RESOLVED_LATE
+                emit(transition, at, disposition, action.event_id)
+        elif state.declined:
+            if disposition is not Disposition.DECLINED:
+                disposition = Disposition.DECLINED
+                emit(Transition.DECLINED, at, disposition, action.event_id)
+        elif disposition is not Disposition.OPEN:
             disposition = Disposition.OPEN
             emit(Transition.REOPENED, at, disposition, action.event_id)
 

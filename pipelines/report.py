@@ -97,10 +97,10 @@ def print_figures(checks: list[FigureCheck], out: TextIO) -> None:
         for c in checks
     ]
     widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
-    out.write("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + "\n")
+    out.write("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip() + "\n")
     out.write("  ".join("-" * w for w in widths) + "\n")
     for row in table:
-        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + "\n")
+        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
 def run_demo(settings: Settings, *, scenario: str, seed: int, out: TextIO) -> int:

@@ -42,17 +42,21 @@ WITH req AS (
     WHERE a.acted_at <= p.t
 ), rel_known AS (
     SELECT * FROM rel WHERE kind IS NOT NULL
-), last_rel AS (
+), last_cover_state AS (   -- the last C or U event decides whether the content is down
     SELECT request_id, t, arg_max(kind, (acted_at, event_id)) AS kind
-    FROM rel_known GROUP BY request_id, t
-), last_break AS (
+    FROM rel_known WHERE kind IN ('C', 'U') GROUP BY request_id, t
+), last_uncover AS (
     SELECT request_id, t, max((acted_at, event_id)) AS brk
-    FROM rel_known WHERE kind <> 'C' GROUP BY request_id, t
-), run_start AS (
+    FROM rel_known WHERE kind = 'U' GROUP BY request_id, t
+), run_start AS (           -- first C since the last U
     SELECT r.request_id, r.t, min(r.acted_at) AS start
-    FROM rel_known r LEFT JOIN last_break b USING (request_id, t)
+    FROM rel_known r LEFT JOIN last_uncover b USING (request_id, t)
     WHERE r.kind = 'C' AND (b.brk IS NULL OR (r.acted_at, r.event_id) > b.brk)
     GROUP BY r.request_id, r.t
+), declined AS (            -- a refusal since the last U
+    SELECT DISTINCT r.request_id, r.t
+    FROM rel_known r LEFT JOIN last_uncover b USING (request_id, t)
+    WHERE r.kind = 'D' AND (b.brk IS NULL OR (r.acted_at, r.event_id) > b.brk)
 )
 SELECT p.request_id, p.t,
     CASE
@@ -60,11 +64,12 @@ SELECT p.request_id, p.t,
         WHEN l.kind = 'C' THEN
             CASE WHEN greatest(s.start, p.issued_at) <= p.due_at
                  THEN 'RESOLVED_ON_TIME' ELSE 'RESOLVED_LATE' END
-        WHEN l.kind = 'D' THEN 'DECLINED'
+        WHEN d.request_id IS NOT NULL THEN 'DECLINED'
         WHEN p.t > p.due_at THEN 'OVERDUE'
         ELSE 'OPEN'
     END AS status
 FROM pts p
 LEFT JOIN withdrawn w USING (request_id, t)
-LEFT JOIN last_rel l USING (request_id, t)
+LEFT JOIN last_cover_state l USING (request_id, t)
 LEFT JOIN run_start s USING (request_id, t)
+LEFT JOIN declined d USING (request_id, t)

@@ -96,3 +96,24 @@ def test_repeated_demand_under_one_request_id_keeps_the_first() -> None:
     resent = dataclasses.replace(request(1, hours=5), event_id="rq-again")
     lc = _one([resent, request(1)], [])
     assert lc.request.event_id == "rq-1" and lc.request.issued_at == T0
+
+
+def test_a_refusal_does_not_undo_a_takedown() -> None:
+    lc = _one(
+        [request(1)],
+        [action(1, hours=2), action(2, hours=3, kind=ActionType.DECLINED, request_id="R1")],
+    )
+    assert lc.status_as_of(T0 + 4 * H) is Status.RESOLVED_ON_TIME
+    assert [t for t, _ in _transitions(lc)] == [Transition.OPENED, Transition.RESOLVED]
+
+
+def test_reinstatement_clears_an_earlier_refusal() -> None:
+    lc = _one(
+        [request(1)],
+        [
+            action(1, hours=1, kind=ActionType.DECLINED, request_id="R1"),
+            action(2, hours=2),
+            action(3, hours=3, kind=ActionType.REINSTATED),
+        ],
+    )
+    assert lc.status_as_of(T0 + 4 * H) is Status.OPEN
