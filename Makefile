@@ -29,3 +29,15 @@ check: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .demo
+
+# A real single-node Kafka broker (KRaft) on 127.0.0.1:$(KAFKA_PORT), jars from Maven Central
+# (needs java 17+ and mvn); data and log in .kafka/. Stop it with `make kafka-stop`.
+KAFKA_PORT ?= 19092
+
+.PHONY: kafka kafka-stop
+
+kafka: $(STAMP)
+	$(BIN)/python docker/kafka/broker.py start --port $(KAFKA_PORT) --dir .kafka
+
+kafka-stop: $(STAMP)
+	$(BIN)/python docker/kafka/broker.py stop --dir .kafka

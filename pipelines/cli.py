@@ -76,6 +76,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from connectors.kafka_publish import PublishSettings, publish
+    from connectors.schema_store import SchemaStore
+
+    settings = _settings(args)
+    inputs = _input_files(args.inputs or [settings.data_dir])
+    started = time.perf_counter()
+    sent = publish(
+        inputs,
+        PublishSettings(
+            bootstrap_servers=args.bootstrap_servers,
+            speedup=args.speedup,
+            topic_prefix=args.topic_prefix,
+        ),
+        SchemaStore.load(),
+    )
+    elapsed = time.perf_counter() - started
+    for topic, count in sorted(sent.items()):
+        print(f"{topic}: {count:,} messages")
+    print(f"published {sum(sent.values()):,} messages in {elapsed:.1f} s")
+    return 0
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
     from pipelines.sql_cli import run_sql_command
 
@@ -130,6 +153,20 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("inputs", nargs="*", type=Path, help="files or directories (default: data dir)")
     r.add_argument("--data-dir", type=Path)
     r.set_defaults(func=cmd_run)
+
+    pub = sub.add_parser("publish", help="replay Avro files into the Kafka topics")
+    pub.add_argument(
+        "inputs", nargs="*", type=Path, help="files or directories (default: data dir)"
+    )
+    pub.add_argument("--data-dir", type=Path)
+    pub.add_argument("--bootstrap-servers", default="127.0.0.1:19092")
+    pub.add_argument(
+        "--speedup",
+        type=float,
+        help="time-compress: arrival time / SPEEDUP onto wall time (default: as fast as possible)",
+    )
+    pub.add_argument("--topic-prefix", default="", help="prefix for both topic names")
+    pub.set_defaults(func=cmd_publish)
 
     s = with_db(sub.add_parser("sql", help="read-only SQL on the audit database"))
     s.add_argument("statement", nargs="?", help="one SQL statement (omit for a shell)")

@@ -20,6 +20,9 @@ from pipelines.model import (
     RequestEventType,
 )
 
+# The real Kafka broker (started lazily, only for tests that ask for `kafka_bootstrap`).
+pytest_plugins = ["tests.kafka_broker_fixture"]
+
 T0 = datetime(2021, 2, 1, tzinfo=UTC)
 
 
