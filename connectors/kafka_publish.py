@@ -10,6 +10,7 @@ retention at once. Event time travels inside the payload.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import time
 from collections import Counter
@@ -59,10 +60,9 @@ def ensure_topics(settings: PublishSettings, topics: Sequence[str]) -> None:
     try:
         missing = set(topics) - set(admin.list_topics())
         if missing:
-            try:
+            # Created meanwhile by another publisher: what we wanted.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(t, settings.partitions, 1) for t in sorted(missing)])
-            except TopicAlreadyExistsError:
-                pass  # created meanwhile by another publisher: what we wanted
     finally:
         admin.close()
 
@@ -98,7 +98,8 @@ def publish(files: Sequence[Path], settings: PublishSettings, store: SchemaStore
         producer.close(timeout=settings.timeout_s)
     if failures:
         raise PublishError(
-            f"{len(failures)} of {sum(sent.values())} messages were not acknowledged; first: {failures[0]!r}"
+            f"{len(failures)} of {sum(sent.values())} messages were not acknowledged; "
+            f"first: {failures[0]!r}"
         )
     return sent
 
