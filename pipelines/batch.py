@@ -18,6 +18,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from connectors.beam_files import ReadRawMessages
 from connectors.duckdb_sink import LoadReport, land_batch
@@ -39,9 +40,15 @@ RECORDS_IN = "records_in"
 
 
 def beam_options(settings: Settings) -> PipelineOptions:
-    """The one place Beam options come from. The in-process runner suits the embedded
-    default: no timers are involved in the batch path."""
-    return PipelineOptions(flags=[], runner="DirectRunner", direct_num_workers=1)
+    """The one place Beam options come from."""
+    return PipelineOptions(flags=[])
+
+
+def batch_runner() -> FnApiRunner:
+    """Beam's in-process FnApiRunner, named outright: the batch path has no timers, and the
+    DirectRunner would first try to download a Prism binary (which fails offline, and on a
+    connected machine would change the runner under the same command)."""
+    return FnApiRunner()
 
 
 def _count_in(element: Any) -> Any:
@@ -110,7 +117,7 @@ def run_batch(
     settings.database.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=settings.database.parent))
     try:
-        pipeline = beam.Pipeline(options=beam_options(settings))
+        pipeline = beam.Pipeline(runner=batch_runner(), options=beam_options(settings))
         build(pipeline, inputs, stage, policy, rules)
         result = pipeline.run()
         result.wait_until_finish()

@@ -61,7 +61,7 @@ def installed_beam_version() -> tuple[str, str] | None:
     except metadata.PackageNotFoundError:
         pass
     venv = REPO_ROOT / ".venv"
-    for site in sorted(venv.glob("lib/python*/site-packages")) + [venv / "Lib" / "site-packages"]:
+    for site in [*sorted(venv.glob("lib/python*/site-packages")), venv / "Lib" / "site-packages"]:
         for dist in metadata.distributions(path=[str(site)]):
             if (dist.metadata["Name"] or "").lower().replace("_", "-") == "apache-beam":
                 return dist.version, str(site)
@@ -107,7 +107,7 @@ class _Lock:
         self.fh = None
 
     def __enter__(self) -> _Lock:
-        self.fh = open(self.path, "a+")  # noqa: SIM115 - held for the lock's lifetime
+        self.fh = open(self.path, "a+")  # held (and so locked) until __exit__
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows

@@ -36,7 +36,7 @@ and the only correct output is
           element: this mode is expected to FAIL and shows what the in-process runner does.
 
 --wiring (TestStream runners only)
-  rekey   (default) TestStream -> Map(identity).with_output_types(Tuple[str, str])
+  rekey   (default) TestStream -> Map(identity).with_output_types(tuple[str, str])
           -> stateful ParDo. Correct on Prism 2.77.0.
   direct  TestStream -> stateful ParDo. Wrong on Prism 2.77.0: the timer fires before b
           with a TestStream KV coder (and, with other event orders, reads empty state),
@@ -47,6 +47,7 @@ Exit 0: output exactly as expected. 1: the timer misbehaved or the pipeline fail
 2: usage or setup error (e.g. Prism could not be built).
 """
 
+# ruff: noqa: B008  (Beam declares state/timer parameters as call defaults)
 from __future__ import annotations
 
 import argparse
@@ -143,9 +144,7 @@ def stream_source(default_coder: bool = False) -> TestStream:
     # A two-component TupleCoder is encoded as beam:coder:kv:v1, which Prism needs to
     # key a stateful stage that reads the TestStream output directly; the default
     # FastPrimitivesCoder is opaque to it ("zero length key" panic).
-    coder = (
-        FastPrimitivesCoder() if default_coder else TupleCoder([StrUtf8Coder(), StrUtf8Coder()])
-    )
+    coder = FastPrimitivesCoder() if default_coder else TupleCoder([StrUtf8Coder(), StrUtf8Coder()])
     return (
         TestStream(coder=coder)
         .add_elements([TimestampedValue(("k", "a"), 10)])
@@ -231,7 +230,7 @@ def main(argv=None) -> int:
             events = pipeline | "Source" >> source
             if args.runner != "fnapi" and args.wiring == "rekey":
                 events = events | "Rekey" >> beam.Map(lambda kv: kv).with_output_types(
-                    typing.Tuple[str, str]
+                    tuple[str, str]
                 )
             out = events | "Timer" >> beam.ParDo(TimerAt100()).with_output_types(typing.Any)
             assert_that(out, check_output)
