@@ -1,0 +1,131 @@
+"""The streaming shell of the lifecycle function: keyed state and event-time timers.
+
+Per content key, every event is kept in state. An event-time timer releases what the
+watermark has made final: when it fires at time W, the same `content_lifecycle` the batch
+path calls is evaluated over all events so far, and each request whose history up to W
+changed is emitted with the transitions at or before W. So BREACHED (at deadline + 1 ms)
+comes out once the watermark passes the deadline and not before, and an action after the
+deadline later turns it into RESOLVED_LATE. At the final watermark every transition is
+released, which is exactly the batch path's result.
+
+Runners: this needs a runner that honours event-time timers (Prism; see docker/prism/).
+Beam's FnApiRunner fires them early.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.utils.timestamp import Timestamp
+
+from pipelines.lifecycle import content_lifecycle
+from pipelines.model import ActionEvent, RequestEvent, RequestLifecycle
+from pipelines.policy import SlaPolicy
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_timestamp(t: datetime) -> Timestamp:
+    return Timestamp(micros=(t - _EPOCH) // timedelta(microseconds=1))
+
+
+def from_timestamp(ts: Timestamp) -> datetime:
+    return _EPOCH + timedelta(microseconds=ts.micros)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleasedLifecycle:
+    """A request's history as final up to `watermark` (the timer's firing time)."""
+
+    lifecycle: RequestLifecycle
+    watermark: datetime
+
+
+class ReleaseLifecyclesFn(beam.DoFn):  # type: ignore[misc]
+    """(content key, event) -> ReleasedLifecycle whenever a request's final history grows."""
+
+    EVENTS = BagStateSpec("events", PickleCoder())
+    EMITTED = ReadModifyWriteStateSpec("emitted", PickleCoder())  # request_id -> signature
+    NEXT = ReadModifyWriteStateSpec("next", PickleCoder())  # micros of the armed timer
+    RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
+
+    def __init__(self, policy: SlaPolicy) -> None:
+        self._policy = policy
+
+    def process(
+        self,
+        element: tuple[str, RequestEvent | ActionEvent],
+        events: Any = beam.DoFn.StateParam(EVENTS),
+        armed: Any = beam.DoFn.StateParam(NEXT),
+        release: Any = beam.DoFn.TimerParam(RELEASE),
+    ) -> Iterator[ReleasedLifecycle]:
+        _, event = element
+        events.add(event)
+        self._arm(to_timestamp(event.event_time), armed, release)
+        return iter(())
+
+    @staticmethod
+    def _arm(at: Timestamp, armed: Any, release: Any) -> None:
+        # One timer per key: keep it at the earliest moment something may become final.
+        current = armed.read()
+        if current is None or at.micros < current:
+            release.set(at)
+            armed.write(at.micros)
+
+    @on_timer(RELEASE)
+    def on_release(
+        self,
+        fired: Any = beam.DoFn.TimestampParam,
+        events: Any = beam.DoFn.StateParam(EVENTS),
+        emitted_state: Any = beam.DoFn.StateParam(EMITTED),
+        armed: Any = beam.DoFn.StateParam(NEXT),
+        release: Any = beam.DoFn.TimerParam(RELEASE),
+    ) -> Iterator[ReleasedLifecycle]:
+        armed.clear()
+        watermark = from_timestamp(fired)
+        all_events = list(events.read())
+        requests = [e for e in all_events if isinstance(e, RequestEvent)]
+        actions = [e for e in all_events if isinstance(e, ActionEvent)]
+        emitted: dict[str, tuple[Any, ...]] = emitted_state.read() or {}
+        pending: list[datetime] = []
+        for lc in content_lifecycle(requests, actions, self._policy):
+            final = tuple(t for t in lc.transitions if t.at <= watermark)
+            pending += [t.at for t in lc.transitions if t.at > watermark]
+            signature = tuple((t.transition, t.at, t.disposition) for t in final)
+            if final and emitted.get(lc.request.request_id) != signature:
+                emitted[lc.request.request_id] = signature
+                yield ReleasedLifecycle(dataclasses.replace(lc, transitions=final), watermark)
+        emitted_state.write(emitted)
+        if pending:
+            self._arm(to_timestamp(min(pending)), armed, release)
+
+
+class ReleaseLifecycles(beam.PTransform):  # type: ignore[misc]
+    """Timestamped events -> ReleasedLifecycle, on the watermark (streaming path)."""
+
+    def __init__(self, policy: SlaPolicy) -> None:
+        super().__init__()
+        self._policy = policy
+
+    def expand(self, events: Any) -> Any:
+        return (
+            events
+            # A typed keying step: Prism needs a KV coder in front of a stateful stage.
+            | "KeyByContent"
+            >> beam.Map(lambda e: (f"{e.platform}/{e.content_id}", e)).with_output_types(
+                tuple[str, Any]
+            )
+            | "ReleaseOnWatermark" >> beam.ParDo(ReleaseLifecyclesFn(self._policy))
+        )
