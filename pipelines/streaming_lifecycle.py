@@ -84,7 +84,7 @@ class ReleaseLifecyclesFn(beam.DoFn):  # type: ignore[misc]
             release.set(at)
             armed.write(at.micros)
 
-    @on_timer(RELEASE)
+    @on_timer(RELEASE)  # type: ignore[untyped-decorator]
     def on_release(
         self,
         fired: Any = beam.DoFn.TimestampParam,
