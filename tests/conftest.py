@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -84,6 +86,24 @@ def message(store: SchemaStore, event: RequestEvent | ActionEvent) -> RawMessage
         topic, subject = "removal.actions", "removal.actions-value"
     key = f"{event.platform}/{event.content_id}".encode()
     return RawMessage(topic, key, encode_single_object(event.to_avro(), subject, store), None)
+
+
+PRISM_BUILD = Path(__file__).resolve().parents[1] / "docker" / "prism" / "build.py"
+
+
+@pytest.fixture(scope="session")
+def prism_location() -> str:
+    """Beam's Prism runner binary, built from the Beam Go module at the SDK's version and
+    cached (docker/prism/build.py): the local runner that honours event-time timers."""
+    done = subprocess.run(
+        [sys.executable, str(PRISM_BUILD)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+        timeout=1200,
+    )
+    assert done.returncode == 0, "docker/prism/build.py failed"
+    return done.stdout.strip()
 
 
 WriteFiles = Callable[[Path, Sequence[RawMessage], Sequence[RawMessage]], list[Path]]

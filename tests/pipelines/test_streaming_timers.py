@@ -3,10 +3,7 @@ the watermark passes the deadline and not before; a later action turns it RESOLV
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -22,19 +19,8 @@ from tests.conftest import T0, action, request
 
 pytestmark = pytest.mark.prism
 
-BUILD = Path(__file__).resolve().parents[2] / "docker" / "prism" / "build.py"
 H = timedelta(hours=1)
 MS = timedelta(milliseconds=1)
-
-
-@pytest.fixture(scope="session")
-def prism_location() -> str:
-    """Beam's Prism runner, built from the Beam Go module at the SDK's version (cached)."""
-    done = subprocess.run(
-        [sys.executable, str(BUILD)], stdout=subprocess.PIPE, text=True, check=False, timeout=1200
-    )
-    assert done.returncode == 0, "docker/prism/build.py failed"
-    return done.stdout.strip()
 
 
 def _at(event: Any) -> TimestampedValue:
