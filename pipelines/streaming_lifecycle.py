@@ -47,18 +47,23 @@ def from_timestamp(ts: Timestamp) -> datetime:
 
 @dataclasses.dataclass(frozen=True)
 class ReleasedLifecycle:
-    """A request's history as final up to `watermark` (the timer's firing time)."""
+    """A request's history as final up to `watermark`; `revision` counts the releases of
+    this request (a late event can change what was released at the same watermark), so
+    the highest revision is the current one."""
 
     lifecycle: RequestLifecycle
     watermark: datetime
+    revision: int
 
 
 class ReleaseLifecyclesFn(beam.DoFn):  # type: ignore[misc]
     """(content key, event) -> ReleasedLifecycle whenever a request's final history grows."""
 
     EVENTS = BagStateSpec("events", PickleCoder())
-    EMITTED = ReadModifyWriteStateSpec("emitted", PickleCoder())  # request_id -> signature
+    # request_id -> (revision, signature of the released transitions)
+    EMITTED = ReadModifyWriteStateSpec("emitted", PickleCoder())
     NEXT = ReadModifyWriteStateSpec("next", PickleCoder())  # micros of the armed timer
+    HORIZON = ReadModifyWriteStateSpec("horizon", PickleCoder())  # micros released up to
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
 
     def __init__(self, policy: SlaPolicy) -> None:
@@ -68,13 +73,22 @@ class ReleaseLifecyclesFn(beam.DoFn):  # type: ignore[misc]
         self,
         element: tuple[str, RequestEvent | ActionEvent],
         events: Any = beam.DoFn.StateParam(EVENTS),
+        emitted_state: Any = beam.DoFn.StateParam(EMITTED),
         armed: Any = beam.DoFn.StateParam(NEXT),
+        horizon: Any = beam.DoFn.StateParam(HORIZON),
         release: Any = beam.DoFn.TimerParam(RELEASE),
     ) -> Iterator[ReleasedLifecycle]:
         _, event = element
         events.add(event)
-        self._arm(to_timestamp(event.event_time), armed, release)
-        return iter(())
+        at = to_timestamp(event.event_time)
+        released = horizon.read()
+        if released is not None and at.micros <= released:
+            # A late event, behind what was already released: correct the released past
+            # now, up to the same horizon (the watermark is at least there). No timer is
+            # armed behind the watermark: runners may not fire those.
+            yield from self._release(released, events, emitted_state, armed, release)
+        else:
+            self._arm(at, armed, release)
 
     @staticmethod
     def _arm(at: Timestamp, armed: Any, release: Any) -> None:
@@ -91,22 +105,35 @@ class ReleaseLifecyclesFn(beam.DoFn):  # type: ignore[misc]
         events: Any = beam.DoFn.StateParam(EVENTS),
         emitted_state: Any = beam.DoFn.StateParam(EMITTED),
         armed: Any = beam.DoFn.StateParam(NEXT),
+        horizon: Any = beam.DoFn.StateParam(HORIZON),
         release: Any = beam.DoFn.TimerParam(RELEASE),
     ) -> Iterator[ReleasedLifecycle]:
         armed.clear()
-        watermark = from_timestamp(fired)
+        released = max(fired.micros, horizon.read() or fired.micros)
+        horizon.write(released)
+        yield from self._release(released, events, emitted_state, armed, release)
+
+    def _release(
+        self, up_to: int, events: Any, emitted_state: Any, armed: Any, release: Any
+    ) -> Iterator[ReleasedLifecycle]:
+        """Emit every request whose history up to `up_to` (micros) differs from what was
+        released; arm the timer for the next transition beyond it."""
+        watermark = from_timestamp(Timestamp(micros=up_to))
         all_events = list(events.read())
         requests = [e for e in all_events if isinstance(e, RequestEvent)]
         actions = [e for e in all_events if isinstance(e, ActionEvent)]
-        emitted: dict[str, tuple[Any, ...]] = emitted_state.read() or {}
+        emitted: dict[str, tuple[int, tuple[Any, ...]]] = emitted_state.read() or {}
         pending: list[datetime] = []
         for lc in content_lifecycle(requests, actions, self._policy):
             final = tuple(t for t in lc.transitions if t.at <= watermark)
             pending += [t.at for t in lc.transitions if t.at > watermark]
             signature = tuple((t.transition, t.at, t.disposition) for t in final)
-            if final and emitted.get(lc.request.request_id) != signature:
-                emitted[lc.request.request_id] = signature
-                yield ReleasedLifecycle(dataclasses.replace(lc, transitions=final), watermark)
+            revision, released = emitted.get(lc.request.request_id, (0, ()))
+            if final and released != signature:
+                emitted[lc.request.request_id] = (revision + 1, signature)
+                yield ReleasedLifecycle(
+                    dataclasses.replace(lc, transitions=final), watermark, revision + 1
+                )
         emitted_state.write(emitted)
         if pending:
             self._arm(to_timestamp(min(pending)), armed, release)
