@@ -1,0 +1,412 @@
+"""The streaming sink lands each batch once, all or nothing, and publishes snapshots that
+another process can read while the writer keeps writing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from connectors.duckdb_reader import connect_auditor
+from connectors.duckdb_sink import table_fingerprints
+from connectors.duckdb_stream_sink import LandingBatch, StreamSink, batch_id_for
+from pipelines.rows import SCHEMAS
+
+T0 = datetime(2021, 2, 1, tzinfo=UTC)
+REQUESTS, ACTIONS = "removal.requests", "removal.actions"
+Row = dict[str, Any]
+
+
+def request_event(n: int) -> Row:
+    return {
+        "event_id": f"rq-{n}",
+        "request_id": f"R{n}",
+        "event_type": "ISSUED",
+        "authority": "Roskomnadzor",
+        "authority_kind": "REGULATOR",
+        "jurisdiction": "RU",
+        "platform": "twitter",
+        "content_id": f"c{n}",
+        "content_type": "POST",
+        "category": "DRUGS",
+        "legal_basis": "149-FZ art. 15.1",
+        "requested_action": "REMOVE",
+        "issued_at": T0 + timedelta(hours=n),
+        "withdrawn_at": None,
+        "event_time": T0 + timedelta(hours=n),
+        "schema_version": 1,
+        "source_ref": f"{REQUESTS}/0#{n}",
+    }
+
+
+def action_event(n: int) -> Row:
+    return {
+        "event_id": f"ac-{n}",
+        "action_id": f"A{n}",
+        "request_id": f"R{n}",
+        "platform": "twitter",
+        "content_id": f"c{n}",
+        "action": "REMOVED",
+        "jurisdiction": None,
+        "acted_at": T0 + timedelta(hours=n + 30),
+        "schema_version": 1,
+        "source_ref": f"{ACTIONS}/0#{n}",
+    }
+
+
+def request(n: int, *, breached: bool = False) -> Row:
+    return {
+        "request_id": f"R{n}",
+        "event_id": f"rq-{n}",
+        "platform": "twitter",
+        "content_id": f"c{n}",
+        "authority": "Roskomnadzor",
+        "authority_kind": "REGULATOR",
+        "jurisdiction": "RU",
+        "category": "DRUGS",
+        "content_type": "POST",
+        "legal_basis": "149-FZ art. 15.1",
+        "requested_action": "REMOVE",
+        "issued_at": T0 + timedelta(hours=n),
+        "deadline_at": T0 + timedelta(hours=n + 24),
+        "sla_seconds": 86400,
+        "sla_rule_id": "RU-149FZ",
+        "sla_default_used": False,
+        "breached": breached,
+        "first_resolved_at": None,
+        "withdrawn_at": None,
+    }
+
+
+def transitions(n: int, steps: Sequence[tuple[str, str]]) -> list[Row]:
+    return [
+        {
+            "transition_id": f"R{n}#{seq}",
+            "request_id": f"R{n}",
+            "seq": seq,
+            "transition": transition,
+            "transition_at": T0 + timedelta(hours=n + 10 * seq),
+            "disposition": disposition,
+            "cause_event_id": None if transition == "BREACHED" else f"rq-{n}",
+        }
+        for seq, (transition, disposition) in enumerate(steps)
+    ]
+
+
+OPENED = ("OPENED", "OPEN")
+BREACHED = ("BREACHED", "OPEN")
+RESOLVED_LATE = ("RESOLVED_LATE", "RESOLVED_LATE")
+
+
+def breach(n: int) -> Row:
+    return {
+        "request_id": f"R{n}",
+        "platform": "twitter",
+        "category": "DRUGS",
+        "authority": "Roskomnadzor",
+        "jurisdiction": "RU",
+        "deadline_at": T0 + timedelta(hours=n + 24),
+        "breached_at": T0 + timedelta(hours=n + 24, milliseconds=1),
+        "disposition_at_breach": "OPEN",
+        "resolved_at": None,
+    }
+
+
+def backlog(day: int, open_: int) -> Row:
+    return {
+        "as_of": T0 + timedelta(days=day),
+        "category": "DRUGS",
+        "platform": "twitter",
+        "authority": "Roskomnadzor",
+        "open": open_,
+        "overdue": 0,
+        "declined": 0,
+        "unresolved": open_,
+    }
+
+
+def quarantined(n: int) -> Row:
+    ref = f"{REQUESTS}/0#{900 + n}"
+    return {
+        "quarantine_id": ref,
+        "topic": REQUESTS,
+        "source_ref": ref,
+        "reason_code": "TRUNCATED",
+        "message": "truncated record",
+        "event_id": None,
+        "raw_key": b"k",
+        "raw_value": b"\x00\x01",
+    }
+
+
+def duplicate(n: int, kept: str | None = None) -> Row:
+    return {
+        "source_ref": f"{REQUESTS}/0#{800 + n}",
+        "topic": REQUESTS,
+        "event_id": f"rq-{n}",
+        "kept_source_ref": f"{REQUESTS}/0#{n}" if kept is None else kept,
+    }
+
+
+def batch(
+    offsets: Mapping[tuple[str, int], tuple[int, int]], **tables: Sequence[Row]
+) -> LandingBatch:
+    arrow = {
+        name: pa.Table.from_pylist(list(rows), schema=SCHEMAS[name])
+        for name, rows in tables.items()
+    }
+    return LandingBatch.covering(offsets, arrow)
+
+
+def first_batch() -> LandingBatch:
+    """Two requests, one acted on, and a row for every audit table."""
+    return batch(
+        {(REQUESTS, 0): (0, 3), (ACTIONS, 0): (0, 0)},
+        request_events=[request_event(1), request_event(2)],
+        action_events=[action_event(1)],
+        requests=[request(1), request(2)],
+        lifecycle_transitions=transitions(1, [OPENED]) + transitions(2, [OPENED]),
+        sla_breaches=[],
+        backlog_daily=[backlog(0, 2)],
+        quarantine=[quarantined(1)],
+        duplicate_deliveries=[duplicate(1)],
+    )
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[StreamSink]:
+    with StreamSink(tmp_path / "audit.duckdb", tmp_path / "snapshot.duckdb", 60.0) as s:
+        yield s
+
+
+def fingerprints(sink: StreamSink) -> dict[str, tuple[int, str]]:
+    # A cursor of its own: table_fingerprints leaves a half-read result behind, and
+    # DuckDB 2 then refuses `register` on that connection.
+    return table_fingerprints(sink._con.cursor())
+
+
+def rows_of(sink: StreamSink, sql: str) -> list[tuple[Any, ...]]:
+    return sink._con.execute(sql).fetchall()
+
+
+def test_batch_lands_once_and_a_replay_changes_nothing(sink: StreamSink) -> None:
+    assert sink.write_batch(first_batch()) is True
+    counts = {t: n for t, (n, _) in fingerprints(sink).items()}
+    assert counts["request_events"] == 2 and counts["lifecycle_transitions"] == 2
+    assert counts["batch_ledger"] == 1 and counts["quarantine"] == 1
+    landed = fingerprints(sink)
+
+    assert sink.write_batch(first_batch()) is False
+    assert fingerprints(sink) == landed
+
+    # The same rows under another batch id (re-batched offsets): no event is landed twice,
+    # derived rows are replaced by equal ones; only the ledger grows.
+    regrouped = LandingBatch("regrouped", {(REQUESTS, 0): (0, 3)}, first_batch().tables)
+    assert sink.write_batch(regrouped) is True
+    after = fingerprints(sink)
+    assert after.pop("batch_ledger")[0] == 2
+    landed.pop("batch_ledger")
+    assert after == landed
+    assert rows_of(sink, "SELECT row_counts FROM batch_ledger WHERE batch_id = 'regrouped'") == [
+        (
+            '{"action_events": 1, "backlog_daily": 1, "duplicate_deliveries": 1, '
+            '"lifecycle_transitions": 2, "quarantine": 1, "request_events": 2, '
+            '"requests": 2, "sla_breaches": 0}',
+        )
+    ]
+
+
+def test_updated_history_replaces_that_request_only(sink: StreamSink) -> None:
+    sink.write_batch(first_batch())
+    r2_before = rows_of(sink, "SELECT * FROM lifecycle_transitions WHERE request_id = 'R2'")
+
+    # R1 breached and was resolved late: its whole history, now three transitions.
+    longer = batch(
+        {(REQUESTS, 0): (4, 4), (ACTIONS, 0): (1, 1)},
+        requests=[request(1, breached=True)],
+        lifecycle_transitions=transitions(1, [OPENED, BREACHED, RESOLVED_LATE]),
+        sla_breaches=[breach(1)],
+        backlog_daily=[backlog(0, 1), backlog(1, 1)],
+    )
+    assert sink.write_batch(longer)
+    seqs = "SELECT request_id, seq, transition FROM lifecycle_transitions ORDER BY ALL"
+    assert rows_of(sink, seqs) == [
+        ("R1", 0, "OPENED"),
+        ("R1", 1, "BREACHED"),
+        ("R1", 2, "RESOLVED_LATE"),
+        ("R2", 0, "OPENED"),
+    ]
+    assert rows_of(sink, "SELECT request_id, breached FROM requests ORDER BY 1") == [
+        ("R1", True),
+        ("R2", False),
+    ]
+    assert rows_of(sink, "SELECT day(as_of), open FROM backlog_daily ORDER BY 1") == [
+        (1, 1),
+        (2, 1),
+    ]
+
+    # A shorter history (fewer rows) replaces it too.
+    shorter = batch({(REQUESTS, 0): (5, 5)}, lifecycle_transitions=transitions(1, [OPENED]))
+    assert sink.write_batch(shorter)
+    assert rows_of(sink, seqs) == [("R1", 0, "OPENED"), ("R2", 0, "OPENED")]
+    assert rows_of(sink, "SELECT * FROM lifecycle_transitions WHERE request_id = 'R2'") == (
+        r2_before
+    )
+    assert rows_of(sink, "SELECT count(*) FROM sla_breaches") == [(1,)]
+
+
+def test_failure_midway_leaves_the_database_as_it_was(sink: StreamSink) -> None:
+    sink.write_batch(first_batch())
+    before = fingerprints(sink)
+    # Valid events and derived rows first; the last table (duplicate_deliveries) breaks a
+    # NOT NULL constraint, so the others were already inserted when it fails.
+    failing = batch(
+        {(REQUESTS, 0): (4, 9)},
+        request_events=[request_event(3), request_event(4)],
+        requests=[request(3), request(1, breached=True)],
+        lifecycle_transitions=transitions(1, [OPENED, BREACHED]),
+        duplicate_deliveries=[duplicate(5), {**duplicate(6), "topic": None}],
+    )
+    with pytest.raises(duckdb.ConstraintException, match="NOT NULL"):
+        sink.write_batch(failing)
+    assert fingerprints(sink) == before
+    ledger = "SELECT count(*) FROM batch_ledger WHERE batch_id = ?"
+    assert sink._con.execute(ledger, [failing.batch_id]).fetchall() == [(0,)]
+
+    # A table with a wrong schema among valid ones, and a repeated key, are refused whole.
+    wrong = pa.table({"event_id": ["rq-7"], "request_id": ["R7"]})
+    with pytest.raises(ValueError, match="request_events: schema differs"):
+        sink.write_batch(
+            LandingBatch(
+                "wrong", {}, {"requests": failing.tables["requests"], "request_events": wrong}
+            )
+        )
+    with pytest.raises(ValueError, match="several rows for"):
+        sink.write_batch(batch({}, requests=[request(3), request(3)]))
+    assert fingerprints(sink) == before
+
+    # The connection is usable afterwards, and the failed batch can land once fixed.
+    fixed = batch(
+        {(REQUESTS, 0): (4, 9)},
+        request_events=[request_event(3)],
+        duplicate_deliveries=[duplicate(5)],
+    )
+    assert fixed.batch_id == failing.batch_id
+    assert sink.write_batch(fixed)
+    assert fingerprints(sink)["request_events"][0] == 3
+
+
+def test_resume_offsets_after_several_batches(tmp_path: Path) -> None:
+    database, snapshot = tmp_path / "audit.duckdb", tmp_path / "snapshot.duckdb"
+    with StreamSink(database, snapshot, 60.0) as sink:
+        assert sink.resume_offsets() == {}
+        sink.write_batch(first_batch())  # requests 0..3, actions 0..0
+        second = batch({(REQUESTS, 0): (4, 9), (REQUESTS, 1): (0, 4)})
+        assert sink.write_batch(second)
+        assert sink.write_batch(batch({(ACTIONS, 0): (1, 7)}))
+        assert sink.write_batch(batch({(REQUESTS, 1): (5, 5)}))
+        assert not sink.write_batch(second)  # a replay: ignored
+    expected = {(REQUESTS, 0): 10, (REQUESTS, 1): 6, (ACTIONS, 0): 8}
+    # Durable: a restarted writer resumes from the same offsets.
+    with StreamSink(database, snapshot, 60.0) as sink:
+        assert sink.resume_offsets() == expected
+        assert rows_of(sink, "SELECT count(*) FROM batch_ledger") == [(4,)]
+
+
+def test_batch_id_is_derived_from_offsets() -> None:
+    a = batch_id_for({(REQUESTS, 0): (0, 9), (ACTIONS, 1): (3, 4)})
+    assert a == batch_id_for({(ACTIONS, 1): (3, 4), (REQUESTS, 0): (0, 9)})
+    assert a != batch_id_for({(REQUESTS, 0): (0, 8), (ACTIONS, 1): (3, 4)})
+
+
+def test_snapshot_is_published_on_schedule_and_matches_the_writer(
+    sink: StreamSink, tmp_path: Path
+) -> None:
+    sink.write_batch(first_batch())
+    assert sink.maybe_publish_snapshot(now=1000.0) is True  # first call: none published yet
+    assert sink.maybe_publish_snapshot(now=1059.0) is False
+    assert sink.maybe_publish_snapshot(now=1060.0) is True
+    auditor = connect_auditor(sink.snapshot)
+    assert table_fingerprints(auditor) == fingerprints(sink)
+    # Views and macros come along.
+    assert auditor.execute("SELECT count(*) FROM request_status_current").fetchall() == [(2,)]
+    assert auditor.execute(
+        "SELECT count(*) FROM request_status_as_of(TIMESTAMPTZ '2021-02-01 01:30:00')"
+    ).fetchall() == [(1,)]
+    auditor.close()
+    # No temporary copy is left behind.
+    assert {p.name for p in tmp_path.iterdir()} <= {
+        "audit.duckdb",
+        "audit.duckdb.wal",
+        "snapshot.duckdb",
+    }
+
+
+# A separate auditor process: opens the snapshot afresh each time, counts landed batches
+# and rows, checks the views, and finally tries to write.
+READER = """
+import sys, time
+from pathlib import Path
+import duckdb
+from connectors.duckdb_reader import connect_auditor
+
+snapshot, seen, reads, deadline = Path(sys.argv[1]), set(), 0, time.monotonic() + 15
+while (len(seen) < 5 or reads < 30) and time.monotonic() < deadline:
+    con = connect_auditor(snapshot)
+    (batches,) = con.execute("SELECT count(*) FROM batch_ledger").fetchone()
+    (events,) = con.execute("SELECT count(*) FROM request_events").fetchone()
+    (status,) = con.execute("SELECT count(*) FROM request_status_current").fetchone()
+    con.close()
+    assert events == status == 2 * batches, (batches, events, status)
+    seen.add(batches)
+    reads += 1
+    print(batches, flush=True)
+    time.sleep(0.01)
+con = connect_auditor(snapshot)
+try:
+    con.execute("INSERT INTO batch_ledger VALUES ('x', '[]', '{}', now())")
+except duckdb.Error as e:
+    print("refused:", e)
+"""
+
+
+def numbered(k: int) -> LandingBatch:
+    """Batch k: two new requests, each with its event and history."""
+    n = [2 * k, 2 * k + 1]
+    return batch(
+        {(REQUESTS, 0): (2 * k, 2 * k + 1)},
+        request_events=[request_event(i) for i in n],
+        requests=[request(i) for i in n],
+        lifecycle_transitions=[t for i in n for t in transitions(i, [OPENED])],
+    )
+
+
+def test_auditor_process_reads_snapshots_while_the_writer_writes(tmp_path: Path) -> None:
+    with StreamSink(tmp_path / "audit.duckdb", tmp_path / "snapshot.duckdb", 0.02) as sink:
+        sink.write_batch(numbered(0))
+        sink.publish_snapshot()
+        reader = subprocess.Popen(
+            [sys.executable, "-c", READER, str(sink.snapshot)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        k = 1
+        while reader.poll() is None and k < 5000:
+            sink.write_batch(numbered(k))
+            sink.maybe_publish_snapshot()
+            k += 1
+        out, err = reader.communicate(timeout=30)
+    assert reader.returncode == 0, err
+    *counts, refusal = out.splitlines()
+    batches = [int(c) for c in counts]
+    assert batches == sorted(batches)
+    assert len(batches) >= 30 and len(set(batches)) >= 5, batches
+    assert refusal.startswith("refused:") and "read-only" in refusal
