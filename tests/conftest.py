@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -87,6 +88,10 @@ def message(store: SchemaStore, event: RequestEvent | ActionEvent) -> RawMessage
     key = f"{event.platform}/{event.content_id}".encode()
     return RawMessage(topic, key, encode_single_object(event.to_avro(), subject, store), None)
 
+
+# Beam warns at interpreter exit when it stops the shared Prism server; that line would
+# otherwise follow pytest's summary and hide it from whoever reads the run's last lines.
+logging.getLogger("apache_beam.utils.subprocess_server").setLevel(logging.ERROR)
 
 PRISM_BUILD = Path(__file__).resolve().parents[1] / "docker" / "prism" / "build.py"
 
