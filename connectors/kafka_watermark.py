@@ -1,0 +1,141 @@
+"""Watermarks of the Kafka source: event time minus an out-of-orderness bound per
+partition, moved on by wall clock when a caught-up partition is idle, and combined with
+the same read's other partitions in this process (see `EventTimeWatermark`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, NamedTuple
+
+from apache_beam.io.iobase import WatermarkEstimator
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
+
+if TYPE_CHECKING:
+    from connectors.kafka_source import PartitionRead
+
+PartitionKey = tuple[str, int]  # (Kafka topic, partition)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROS = 1_000_000
+
+
+def to_micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+class PeerWatermarks:
+    """The last watermark of every partition of each read in this process, by read id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reads: dict[str, dict[PartitionKey, tuple[int, float]]] = {}
+
+    def combine(self, read: PartitionRead, own_us: int, now: float, expiry_s: float) -> int:
+        """Record `own_us` for `read`'s partition; return the min over the partitions of
+        the read heard of within `expiry_s` (one never heard of counts as the minimum)."""
+        key = (read.topic, read.partition)
+        with self._lock:
+            known = self._reads.setdefault(read.read_id, {})
+            for member in read.members:
+                known.setdefault(member, (MIN_TIMESTAMP.micros, now))
+            known[key] = (own_us, now)
+            return min(wm for k, (wm, at) in known.items() if k == key or now - at < expiry_s)
+
+    def finish(self, read: PartitionRead, now: float) -> None:
+        """`read`'s partition is done: it holds nothing back any more."""
+        with self._lock:
+            self._reads.setdefault(read.read_id, {})[(read.topic, read.partition)] = (
+                MAX_TIMESTAMP.micros,
+                now,
+            )
+
+
+_PEERS = PeerWatermarks()
+
+
+class WatermarkState(NamedTuple):
+    """What survives a checkpoint: the partition's own watermark, the largest event time
+    seen, when (wall clock, s) the last event was read or the read began, and the read."""
+
+    watermark_us: int
+    max_event_us: int | None
+    last_event_wall_s: float
+    read: PartitionRead
+
+
+class EventTimeWatermark(WatermarkEstimator):  # type: ignore[misc]
+    """A partition's watermark: max event time seen - `lag_s`, never moving back.
+
+    Idle: once the reader is caught up (`note_caught_up(True)`) and no event has been read
+    for `idle_s`, the watermark moves to wall clock - `lag_s`. Holding the last value would
+    hold the pipeline's watermark (the min over partitions) for as long as any partition is
+    quiet, which is normal with keys hashed over partitions. Wall clock - lag is right when
+    event times follow the wall clock within `lag_s` (live traffic); a historic replay
+    should use `stop_at_end`, where a caught-up partition is a finished one. Caught up is
+    required so that a backlog the broker is slow to serve is not taken for idleness.
+
+    Peers: the estimate reported is the min of this partition's watermark and those of the
+    read's other partitions processed in this process (`PeerWatermarks`). Prism needs it: it
+    keeps one estimate per SDF stage, the min over the last finished bundle's residuals
+    only, so a partition read alone in a bundle would set the watermark for all. The min
+    is never above this partition's own watermark, so runners that combine per-residual
+    estimates (Flink, Dataflow) are unaffected, except that partitions processed elsewhere
+    hold the estimate until `expiry_s` passes without news of them.
+
+    `observe_timestamp` (Beam calls it for every output) does nothing: only decoded event
+    times (`observe_event`) move the watermark.
+    """
+
+    def __init__(
+        self,
+        state: WatermarkState,
+        lag_s: float,
+        idle_s: float,
+        expiry_s: float,
+        clock: Callable[[], float] = time.time,
+        peers: PeerWatermarks = _PEERS,
+    ) -> None:
+        self._state = state
+        self._lag_us = round(lag_s * _MICROS)
+        self._idle_s, self._expiry_s = idle_s, expiry_s
+        self._clock, self._peers = clock, peers
+        self._caught_up = False
+
+    def observe_timestamp(self, timestamp: Timestamp) -> None:
+        pass
+
+    def observe_event(self, event_us: int) -> None:
+        """An event with this event time (microseconds since the epoch) was read."""
+        s = self._state
+        max_event = event_us if s.max_event_us is None else max(s.max_event_us, event_us)
+        self._state = s._replace(max_event_us=max_event, last_event_wall_s=self._clock())
+        self._caught_up = False
+
+    def note_caught_up(self, caught_up: bool) -> None:
+        """Whether the reader has read everything the partition holds right now."""
+        self._caught_up = caught_up
+
+    def finish(self) -> None:
+        self._peers.finish(self._state.read, self._clock())
+
+    def own_watermark(self) -> int:
+        s, now = self._state, self._clock()
+        wm = s.watermark_us
+        if s.max_event_us is not None:
+            wm = max(wm, s.max_event_us - self._lag_us)
+        if self._caught_up and now - s.last_event_wall_s >= self._idle_s:
+            wm = max(wm, round(now * _MICROS) - self._lag_us)
+        self._state = s._replace(watermark_us=wm)
+        return wm
+
+    def current_watermark(self) -> Timestamp:
+        own = self.own_watermark()
+        if self._expiry_s <= 0:
+            return Timestamp(micros=own)
+        now = self._clock()
+        return Timestamp(micros=self._peers.combine(self._state.read, own, now, self._expiry_s))
+
+    def get_estimator_state(self) -> WatermarkState:
+        return self._state
