@@ -55,6 +55,8 @@ _REPLACE_BY: dict[str, tuple[str, ...]] = {
     "sla_breaches": ("request_id",),
     "backlog_daily": ("as_of", "category", "platform", "authority"),
 }
+# Tables holding a request's history: replaced whole whenever the request is landed.
+_DERIVED_FROM_REQUEST = ("lifecycle_transitions", "sla_breaches")
 _OFFSETS_TYPE = '[{"topic":"VARCHAR","partition":"INTEGER","first":"BIGINT","last":"BIGINT"}]'
 
 Offsets = Mapping[tuple[str, int], tuple[int, int]]
@@ -138,6 +140,14 @@ class StreamSink:
                 return False
             # AUDIT_TABLES order: events before the rows derived from them.
             for table in AUDIT_TABLES:
+                if table == "requests" and table in staged:
+                    # A request row carries the request's whole derived state: a breach
+                    # that a late event undid must go even if the batch has no row for it.
+                    for derived in _DERIVED_FROM_REQUEST:
+                        con.execute(
+                            f"DELETE FROM {derived} WHERE request_id IN "
+                            f"(SELECT request_id FROM {staged[table]})"
+                        )
                 if table in staged:
                     con.execute(_landing_sql(table, staged[table]))
             counts = {name: batch.tables[name].num_rows for name in sorted(batch.tables)}

@@ -262,6 +262,31 @@ def test_updated_history_replaces_that_request_only(sink: StreamSink) -> None:
     assert rows_of(sink, "SELECT count(*) FROM sla_breaches") == [(1,)]
 
 
+def test_a_request_row_carries_its_whole_history(sink: StreamSink) -> None:
+    """A late event can undo a breach: the request's new rows come without a breach row,
+    and the old one must not survive."""
+    sink.write_batch(first_batch())
+    breached = batch(
+        {(REQUESTS, 0): (4, 4)},
+        requests=[request(1, breached=True)],
+        lifecycle_transitions=transitions(1, [OPENED, BREACHED]),
+        sla_breaches=[breach(1)],
+    )
+    assert sink.write_batch(breached)
+    assert rows_of(sink, "SELECT request_id FROM sla_breaches") == [("R1",)]
+    undone = batch(
+        {(ACTIONS, 0): (1, 1)},
+        requests=[request(1)],
+        lifecycle_transitions=transitions(1, [OPENED]),
+    )
+    assert sink.write_batch(undone)
+    assert rows_of(sink, "SELECT count(*) FROM sla_breaches") == [(0,)]
+    assert rows_of(sink, "SELECT request_id, seq FROM lifecycle_transitions ORDER BY ALL") == [
+        ("R1", 0),
+        ("R2", 0),
+    ]
+
+
 def test_failure_midway_leaves_the_database_as_it_was(sink: StreamSink) -> None:
     sink.write_batch(first_batch())
     before = fingerprints(sink)
