@@ -137,6 +137,31 @@ class KafkaSourceSettings:
         return config
 
 
+def source_settings(settings: Any, **overrides: Any) -> KafkaSourceSettings:
+    """KafkaSourceSettings from the project's `pipelines.settings.Settings` (the one place
+    Kafka options come from); `overrides` set the rest (start_offsets, stop_at_end...)."""
+
+    def secret(value: Any) -> str | None:
+        return None if value is None else str(value.get_secret_value())
+
+    return KafkaSourceSettings(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic_prefix=settings.kafka_topic_prefix,
+        max_out_of_orderness_s=settings.max_out_of_orderness_seconds,
+        idle_timeout_s=settings.idle_timeout_seconds,
+        max_clock_skew_s=float(settings.max_clock_skew_seconds),
+        security_protocol=settings.kafka_security_protocol,
+        sasl_mechanism=settings.kafka_sasl_mechanism,
+        sasl_plain_username=settings.kafka_sasl_username,
+        sasl_plain_password=secret(settings.kafka_sasl_password),
+        ssl_cafile=settings.kafka_ssl_cafile,
+        ssl_certfile=settings.kafka_ssl_certfile,
+        ssl_keyfile=settings.kafka_ssl_keyfile,
+        ssl_password=secret(settings.kafka_ssl_password),
+        **overrides,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class PartitionRead:
     """One partition to read: offsets [start, stop), stop None when unbounded. `members`:

@@ -86,9 +86,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
     sent = publish(
         inputs,
         PublishSettings(
-            bootstrap_servers=args.bootstrap_servers,
+            bootstrap_servers=args.bootstrap_servers or settings.kafka_bootstrap_servers,
             speedup=args.speedup,
-            topic_prefix=args.topic_prefix,
+            topic_prefix=settings.kafka_topic_prefix
+            if args.topic_prefix is None
+            else args.topic_prefix,
         ),
         SchemaStore.load(),
     )
@@ -159,13 +161,13 @@ def parser() -> argparse.ArgumentParser:
         "inputs", nargs="*", type=Path, help="files or directories (default: data dir)"
     )
     pub.add_argument("--data-dir", type=Path)
-    pub.add_argument("--bootstrap-servers", default="127.0.0.1:19092")
+    pub.add_argument("--bootstrap-servers", help="default: settings.kafka_bootstrap_servers")
     pub.add_argument(
         "--speedup",
         type=float,
         help="time-compress: arrival time / SPEEDUP onto wall time (default: as fast as possible)",
     )
-    pub.add_argument("--topic-prefix", default="", help="prefix for both topic names")
+    pub.add_argument("--topic-prefix", help="prefix for both topic names")
     pub.set_defaults(func=cmd_publish)
 
     s = with_db(sub.add_parser("sql", help="read-only SQL on the audit database"))

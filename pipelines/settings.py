@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +42,27 @@ class Settings(BaseSettings):
     )
     max_message_bytes: int = Field(
         default=1_048_576, gt=0, description="Larger messages are quarantined as oversize."
+    )
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:19092", description="Kafka brokers (`make kafka` listens here)."
+    )
+    kafka_topic_prefix: str = Field(default="", description="Prefix of both topic names.")
+    kafka_security_protocol: str = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: str | None = Field(default=None, description="e.g. PLAIN, SCRAM-SHA-512.")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_password: SecretStr | None = None
+    max_out_of_orderness_seconds: float = Field(
+        default=60.0, ge=0, description="How far event times may run out of order on a partition."
+    )
+    idle_timeout_seconds: float = Field(
+        default=30.0, ge=0, description="A caught-up partition quiet this long stops holding time."
     )
 
     @property
