@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 from connectors.avro_codec import encode_single_object
@@ -88,6 +90,12 @@ def message(store: SchemaStore, event: RequestEvent | ActionEvent) -> RawMessage
     key = f"{event.platform}/{event.content_id}".encode()
     return RawMessage(topic, key, encode_single_object(event.to_avro(), subject, store), None)
 
+
+# CI replays the same examples every run (a landing must not hinge on a random draw);
+# developers' runs keep exploring new ones. print_blob lets a CI failure be reproduced.
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 # Beam warns at interpreter exit when it stops the shared Prism server; that line would
 # otherwise follow pytest's summary and hide it from whoever reads the run's last lines.
