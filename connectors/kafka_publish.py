@@ -25,6 +25,7 @@ from kafka.errors import TopicAlreadyExistsError
 
 from connectors.avro_files import RawMessage, read_raw_messages
 from connectors.schema_store import SchemaStore
+from pipelines.intake import ACTIONS_TOPIC, REQUESTS_TOPIC
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def ensure_topics(settings: PublishSettings, topics: Sequence[str]) -> None:
 
 def publish(files: Sequence[Path], settings: PublishSettings, store: SchemaStore) -> Counter[str]:
     """Send every message of `files`; return how many went to each topic (all acknowledged)."""
-    topics = [settings.topic_prefix + t for t in ("removal.requests", "removal.actions")]
+    topics = [settings.topic_prefix + t for t in (REQUESTS_TOPIC, ACTIONS_TOPIC)]
     ensure_topics(settings, topics)
     producer = KafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,

@@ -44,17 +44,15 @@ from connectors.kafka_watermark import (
     EventTimeWatermark,
     PartitionKey,
     WatermarkState,
-    to_micros,
 )
 from connectors.origin import SourceRef
 from connectors.schema_store import SchemaStore
 from pipelines.intake import ACTIONS_TOPIC, REQUESTS_TOPIC, SUBJECTS
-from pipelines.model import ActionEvent, RequestEvent
+from pipelines.model import EPOCH, ActionEvent, RequestEvent, epoch_micros
 
 log = logging.getLogger(__name__)
 
 UNBOUNDED_STOP = 2**63 - 1  # the stop of an unbounded range (Java's Long.MAX_VALUE)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROS = 1_000_000
 # Open consumers per DoFn instance, one per partition: a resumed range finds its consumer
 # positioned, with its prefetched records, where the previous call left it.
@@ -373,14 +371,14 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):  # type: ignore[m
     def _element(self, element: PartitionRead, record: Any, wm: Any) -> TimestampedValue:
         # Kafka's record time (ms; -1 for none) is kept as the arrival time.
         arrival_us = record.timestamp * 1_000 if record.timestamp >= 0 else None
-        arrival = None if arrival_us is None else _EPOCH + timedelta(microseconds=arrival_us)
+        arrival = None if arrival_us is None else EPOCH + timedelta(microseconds=arrival_us)
         # A tombstone (null value) becomes an empty payload, which intake quarantines.
         value = record.value if record.value is not None else b""
         message = RawMessage(element.logical_topic, record.key, value, arrival)
         origin = SourceRef(f"{element.topic}/{element.partition}", record.offset)
         moment = event_time(message, self._store)
         if moment is not None:
-            event_us = to_micros(moment)
+            event_us = epoch_micros(moment)
             # An event time beyond the allowed skew is quarantined as in the future; letting
             # it move the watermark would make every later event late.
             if event_us <= (time.time() + self._settings.max_clock_skew_s) * _MICROS:

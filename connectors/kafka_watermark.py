@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
 from apache_beam.io.iobase import WatermarkEstimator
@@ -17,12 +16,7 @@ if TYPE_CHECKING:
     from connectors.kafka_source import PartitionRead
 
 PartitionKey = tuple[str, int]  # (Kafka topic, partition)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROS = 1_000_000
-
-
-def to_micros(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 class PeerWatermarks:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -93,6 +93,15 @@ class Status(StrEnum):
 
 # "Unresolved" in the regulator's sense.
 UNRESOLVED = frozenset({Status.OPEN, Status.OVERDUE, Status.DECLINED})
+
+# Event times as integers (Beam timestamps, Kafka, grouping keys) count from here.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_micros(t: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime, exactly (no float)."""
+    return (t - EPOCH) // timedelta(microseconds=1)
+
 
 # The smallest step of event time (Avro timestamp-millis): a deadline has passed at
 # deadline + TICK, so an action exactly at the deadline is on time.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import apache_beam as beam
@@ -31,18 +31,16 @@ from apache_beam.transforms.userstate import (
 from apache_beam.utils.timestamp import Timestamp
 
 from pipelines.lifecycle import content_lifecycle
-from pipelines.model import ActionEvent, RequestEvent, RequestLifecycle
+from pipelines.model import EPOCH, ActionEvent, RequestEvent, RequestLifecycle, epoch_micros
 from pipelines.policy import SlaPolicy
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_timestamp(t: datetime) -> Timestamp:
-    return Timestamp(micros=(t - _EPOCH) // timedelta(microseconds=1))
+    return Timestamp(micros=epoch_micros(t))
 
 
 def from_timestamp(ts: Timestamp) -> datetime:
-    return _EPOCH + timedelta(microseconds=ts.micros)
+    return EPOCH + timedelta(microseconds=ts.micros)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,15 +19,21 @@ from connectors.errors import ReasonCode
 from connectors.origin import SourceRef
 from connectors.schema_store import SchemaStore
 from pipelines import rows
-from pipelines.intake import Accepted, IntakeRules, Quarantined, take_in
+from pipelines.intake import (
+    ACTIONS_TOPIC,
+    REQUESTS_TOPIC,
+    Accepted,
+    IntakeRules,
+    Quarantined,
+    take_in,
+)
 from pipelines.lifecycle import content_lifecycle, status_segments
-from pipelines.model import RequestEvent, RequestLifecycle, Status
+from pipelines.model import EPOCH, RequestEvent, RequestLifecycle, Status
 from pipelines.policy import SlaPolicy
 
 QUARANTINE = "quarantine"
 DUPLICATES = "duplicates"
 DAY = timedelta(days=1)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class TakeInFn(beam.DoFn):  # type: ignore[misc]
@@ -98,7 +104,7 @@ class DedupeFn(beam.DoFn):  # type: ignore[misc]
 
 
 def _topic_of(accepted: Accepted) -> str:
-    return "removal.requests" if isinstance(accepted.event, RequestEvent) else "removal.actions"
+    return REQUESTS_TOPIC if isinstance(accepted.event, RequestEvent) else ACTIONS_TOPIC
 
 
 class DedupeEvents(beam.PTransform):  # type: ignore[misc]

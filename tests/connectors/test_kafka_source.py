@@ -37,10 +37,11 @@ from connectors.kafka_source import (
     event_time,
     list_partition_reads,
 )
-from connectors.kafka_watermark import EventTimeWatermark, PeerWatermarks, WatermarkState, to_micros
+from connectors.kafka_watermark import EventTimeWatermark, PeerWatermarks, WatermarkState
 from connectors.origin import SourceRef
 from connectors.schema_store import SchemaStore
 from pipelines.model import RequestEventType
+from pipelines.model import epoch_micros as to_micros
 from tests.conftest import T0, action, message, request
 
 TOPICS = ("removal.requests", "removal.actions")
