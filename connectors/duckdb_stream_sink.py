@@ -2,15 +2,18 @@
 read-only snapshot for auditors.
 
 A `LandingBatch` carries Arrow tables (any subset of the audit tables, each with its
-`pipelines.rows.SCHEMAS` schema) and the source offsets they cover. `StreamSink.write_batch`
-lands it in one transaction together with its row in `batch_ledger`, so a batch is either
-fully landed and recorded, or not at all; a replay of a recorded batch does nothing. Event
-tables keep the first copy of each id; derived tables (requests, transitions, breaches,
-backlog) are replaced per key, since the streaming path re-emits a request's whole history.
+`pipelines.rows.SCHEMAS` schema), the source offsets they cover (runs per partition, see
+`connectors.stream_offsets`) and, for request histories, the release each comes from.
+`StreamSink.write_batch` lands it in one transaction together with its row in
+`batch_ledger`, so a batch is either fully landed and recorded, or not at all; a replay of
+a recorded batch (same offsets, same rows) does nothing. Event tables keep the first copy
+of each id; derived tables (requests, transitions, breaches) are replaced per request, and
+only by a newer release (`stream_releases`), since the streaming path re-emits a request's
+whole history each time it grows.
 
 Example:
     with StreamSink(Path("audit.duckdb"), Path("audit-snapshot.duckdb"), 30.0) as sink:
-        seek(sink.resume_offsets())          # {("removal.requests", 0): 1200, ...}
+        run = sink.start_run(start_offsets)  # resume: sink.resume_offsets(earliest)
         for batch in batches:
             sink.write_batch(batch)          # True: landed; False: already in the ledger
             commit_source_offsets(batch.offsets)
@@ -26,7 +29,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +41,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.duckdb_sink import AUDIT_TABLES, connect_writer
+from connectors.stream_offsets import (
+    Offsets,
+    PartitionKey,
+    Run,
+    first_uncovered,
+    merge_runs,
+    normalise,
+)
 from pipelines.rows import SCHEMAS
+
+# The release each landed request history comes from (see sql/ddl/130_stream_releases.sql).
+RELEASES_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("watermark", pa.timestamp("us", tz="UTC")),
+        ("run", pa.int32()),
+        ("revision", pa.int32()),
+    ]
+)
 
 # Event-like tables: a row, once landed, is final; a replayed id is skipped.
 _INSERT_MISSING: dict[str, tuple[str, ...]] = {
@@ -57,40 +78,70 @@ _REPLACE_BY: dict[str, tuple[str, ...]] = {
 }
 # Tables holding a request's history: replaced whole whenever the request is landed.
 _DERIVED_FROM_REQUEST = ("lifecycle_transitions", "sla_breaches")
+_RELEASES = "\x00releases"  # the releases' key among the staged relations
 _OFFSETS_TYPE = '[{"topic":"VARCHAR","partition":"INTEGER","first":"BIGINT","last":"BIGINT"}]'
-
-Offsets = Mapping[tuple[str, int], tuple[int, int]]
+_START_TYPE = '[{"topic":"VARCHAR","partition":"INTEGER","offset":"BIGINT"}]'
 
 
 @dataclass(frozen=True)
 class LandingBatch:
-    """Rows to land and the source offsets they cover.
+    """Rows to land, the source offsets they cover and the releases of the request
+    histories among them.
 
-    Example: LandingBatch(batch_id="3b1f...", offsets={("removal.requests", 0): (100, 199)},
-    tables={"request_events": <pa.Table>, "requests": <pa.Table>})
+    Example: LandingBatch(batch_id="3b1f...", offsets={("removal.requests", 0): ((100, 199),)},
+    tables={"request_events": <pa.Table>, "requests": <pa.Table>},
+    releases=<pa.Table: RELEASES_SCHEMA>, watermark=datetime(2021, 3, 1, tzinfo=UTC))
+
+    `releases` must hold one row per request in `requests` when given; without it request
+    histories replace the landed ones unconditionally. `watermark`: everything read up to
+    this event time is landed with this batch (recorded on the current run).
     """
 
     batch_id: str
-    offsets: Offsets
+    offsets: Mapping[PartitionKey, Sequence[Run] | Run]
     tables: Mapping[str, pa.Table]
+    releases: pa.Table | None = None
+    watermark: datetime | None = None
 
     @classmethod
-    def covering(cls, offsets: Offsets, tables: Mapping[str, pa.Table]) -> LandingBatch:
-        """A batch whose id is a hash of the offsets it covers: re-reading the same offsets
-        after a crash gives the same id, so the ledger recognises the replay."""
-        return cls(batch_id_for(offsets), offsets, tables)
+    def covering(
+        cls,
+        offsets: Mapping[PartitionKey, Sequence[Run] | Run],
+        tables: Mapping[str, pa.Table],
+        releases: pa.Table | None = None,
+        watermark: datetime | None = None,
+    ) -> LandingBatch:
+        """A batch whose id is a hash of the offsets it covers and of its rows: the same
+        rows for the same offsets (a replay) give the same id, so the ledger recognises it."""
+        return cls(batch_id_for(offsets, tables, releases), offsets, tables, releases, watermark)
 
 
-def batch_id_for(offsets: Offsets) -> str:
-    """Deterministic batch id. Example: batch_id_for({("t", 0): (0, 9)}) == "5c0e..." (32 hex)."""
-    basis = json.dumps(_offsets_json(offsets), sort_keys=True)
-    return hashlib.sha256(basis.encode()).hexdigest()[:32]
+def batch_id_for(
+    offsets: Mapping[PartitionKey, Sequence[Run] | Run],
+    tables: Mapping[str, pa.Table] | None = None,
+    releases: pa.Table | None = None,
+) -> str:
+    """Deterministic batch id (32 hex) from the offsets and the rows.
+
+    Example: batch_id_for({("t", 0): (0, 9)}) == batch_id_for({("t", 0): [(0, 9)]})."""
+    digest = hashlib.sha256(json.dumps(_offsets_json(normalise(offsets))).encode())
+    named = sorted((tables or {}).items())
+    if releases is not None:
+        named.append(("\x00releases", releases))
+    for name, table in named:
+        digest.update(name.encode() + b"\x00")
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        digest.update(sink.getvalue().to_pybytes())
+    return digest.hexdigest()[:32]
 
 
 def _offsets_json(offsets: Offsets) -> list[dict[str, Any]]:
     return [
         {"topic": topic, "partition": partition, "first": first, "last": last}
-        for (topic, partition), (first, last) in sorted(offsets.items())
+        for (topic, partition), runs in sorted(offsets.items())
+        for first, last in runs
     ]
 
 
@@ -107,6 +158,30 @@ class StreamSink:
         self.snapshot_every_s = snapshot_every_s
         self._con = connect_writer(database)
         self._last_published: float | None = None
+        self._run: int | None = None
+        # A copy a killed writer left half-made is never read by anyone: remove it.
+        for stale in snapshot.parent.glob(f".{snapshot.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The writer's connection (for the few writes outside batches, e.g. policy rows)."""
+        return self._con
+
+    def start_run(self, start_offsets: Mapping[PartitionKey, int]) -> int:
+        """Record a start of the streaming pipeline reading from `start_offsets`; returns the
+        run number (1, 2, ...) that orders this run's releases after the earlier runs'."""
+        row = self._con.execute("SELECT coalesce(max(run), 0) + 1 FROM stream_runs").fetchall()
+        run = int(row[0][0])
+        starts = [
+            {"topic": t, "partition": p, "offset": o} for (t, p), o in sorted(start_offsets.items())
+        ]
+        self._con.execute(
+            "INSERT INTO stream_runs VALUES (?, ?, ?, NULL, NULL)",
+            [run, datetime.now(UTC), json.dumps(starts)],
+        )
+        self._run = run
+        return run
 
     # -- landing ----------------------------------------------------------------------------
 
@@ -115,15 +190,19 @@ class StreamSink:
         nothing) when the ledger already holds batch.batch_id; raises, with nothing landed,
         on a bad table or a failed insert."""
         _check_tables(batch.tables)
+        _check_releases(batch)
         # Registered outside the transaction and dropped after it: DuckDB refuses even
         # `unregister` in an aborted transaction, which would hide the original error.
-        staged = {table: f"_stream_sink_{table}" for table in batch.tables}
-        for table, view in staged.items():
-            self._con.register(view, batch.tables[table])
+        views = {table: f"_stream_sink_{table}" for table in batch.tables}
+        if batch.releases is not None:
+            views[_RELEASES] = "_stream_sink_releases"
+        for table, view in views.items():
+            rows = batch.releases if table == _RELEASES else batch.tables[table]
+            self._con.register(view, rows)
         try:
-            return self._land(batch, staged)
+            return self._land(batch, views)
         finally:
-            for view in staged.values():
+            for view in views.values():
                 self._con.unregister(view)
 
     def _land(self, batch: LandingBatch, staged: Mapping[str, str]) -> bool:
@@ -138,6 +217,10 @@ class StreamSink:
             if seen:
                 con.rollback()
                 return False
+            staged = dict(staged)
+            guarded = _RELEASES in staged
+            if guarded:
+                staged = self._newer_releases_only(staged)
             # AUDIT_TABLES order: events before the rows derived from them.
             for table in AUDIT_TABLES:
                 if table == "requests" and table in staged:
@@ -155,11 +238,19 @@ class StreamSink:
                 "INSERT INTO batch_ledger VALUES (?, ?, ?, ?)",
                 [
                     batch.batch_id,
-                    json.dumps(_offsets_json(batch.offsets)),
+                    json.dumps(_offsets_json(normalise(batch.offsets))),
                     json.dumps(counts),
                     datetime.now(UTC),
                 ],
             )
+            if guarded:
+                con.execute("DROP TABLE _newer_releases")
+            if self._run is not None:
+                con.execute(
+                    "UPDATE stream_runs SET last_landed_at = ?, "
+                    "watermark = greatest(watermark, ?) WHERE run = ?",
+                    [datetime.now(UTC), batch.watermark, self._run],
+                )
             con.commit()
             return True
         except BaseException:
@@ -168,16 +259,86 @@ class StreamSink:
                 con.rollback()
             raise
 
-    def resume_offsets(self) -> dict[tuple[str, int], int]:
-        """The next offset to read per (topic, partition): max last offset landed + 1.
+    def _newer_releases(self, releases_view: str) -> None:
+        self._con.execute(
+            "CREATE OR REPLACE TEMP TABLE _newer_releases AS SELECT r.* FROM "
+            f"{releases_view} AS r LEFT JOIN stream_releases AS s USING (request_id) "
+            "WHERE s.request_id IS NULL OR r.watermark > s.watermark OR "
+            "(r.watermark = s.watermark AND (r.run > s.run OR "
+            "(r.run = s.run AND r.revision > s.revision)))"
+        )
+        self._con.execute(
+            "INSERT OR REPLACE INTO stream_releases BY NAME SELECT * FROM _newer_releases"
+        )
+
+    def _newer_releases_only(self, staged: dict[str, str]) -> dict[str, str]:
+        """Request histories of the batch that are newer than the landed ones, as relations."""
+        self._newer_releases(staged.pop(_RELEASES))
+        for table in ("requests", *_DERIVED_FROM_REQUEST):
+            if table in staged:
+                staged[table] = (
+                    f"(SELECT * FROM {staged[table]} WHERE request_id IN "
+                    "(SELECT request_id FROM _newer_releases))"
+                )
+        return staged
+
+    def resume_offsets(
+        self, earliest: Mapping[PartitionKey, int] | None = None
+    ) -> dict[PartitionKey, int]:
+        """The next offset to read per (topic, partition): the first offset not covered by
+        a landed batch, counting from where the first run started the partition (or its
+        first landed offset), and never below `earliest` (the log start now: offsets below
+        it are gone from the broker).
 
         Example: {("removal.requests", 0): 1200, ("removal.actions", 0): 845}; a partition
         never landed is absent (the source starts it from its own reset policy)."""
-        rows = self._con.execute(
-            "SELECT o.topic, o.partition, max(o.last) + 1 FROM batch_ledger, "
-            f"unnest(from_json(offsets, '{_OFFSETS_TYPE}')) AS u(o) GROUP BY ALL"
-        ).fetchall()
-        return {(str(topic), int(partition)): int(nxt) for topic, partition, nxt in rows}
+        started: dict[PartitionKey, int] = {}
+        for topic, partition, offset in self._con.execute(
+            "SELECT s.topic, s.partition, min(s.offset) FROM stream_runs, "
+            f"unnest(from_json(start_offsets, '{_START_TYPE}')) AS u(s) GROUP BY ALL"
+        ).fetchall():
+            started[(str(topic), int(partition))] = int(offset)
+        resume: dict[PartitionKey, int] = {}
+        for key, runs in self.landed_offsets().items():
+            start = started.get(key, runs[0][0])
+            resume[key] = max(first_uncovered(start, runs), (earliest or {}).get(key, 0))
+        return resume
+
+    def landed_offsets(self) -> dict[PartitionKey, tuple[Run, ...]]:
+        """Every offset a landed batch covers, merged into runs per partition."""
+        covered: dict[PartitionKey, list[Run]] = {}
+        for topic, partition, first, last in self._con.execute(
+            "SELECT o.topic, o.partition, o.first, o.last FROM batch_ledger, "
+            f"unnest(from_json(offsets, '{_OFFSETS_TYPE}')) AS u(o)"
+        ).fetchall():
+            covered.setdefault((str(topic), int(partition)), []).append((int(first), int(last)))
+        return {key: merge_runs(runs) for key, runs in covered.items()}
+
+    def export_events(self, directory: Path) -> dict[str, Path]:
+        """Write the landed request and action events to Parquet files in `directory` (the
+        state a restarted pipeline rebuilds from); returns {table: file}."""
+        directory.mkdir(parents=True, exist_ok=True)
+        out: dict[str, Path] = {}
+        for table in ("request_events", "action_events"):
+            path = directory / f"{table}.parquet"
+            self._con.execute(f"COPY (SELECT * FROM {table}) TO '{path}' (FORMAT parquet)")
+            out[table] = path
+        return out
+
+    def refresh_backlog(self, through: datetime | None) -> int:
+        """Recompute backlog_daily from the landed request histories, up to `through`."""
+        from connectors.duckdb_backlog import refresh_backlog_daily
+
+        con = self._con
+        con.begin()
+        try:
+            count = refresh_backlog_daily(con, through)
+            con.commit()
+            return count
+        except BaseException:
+            with contextlib.suppress(duckdb.TransactionException):
+                con.rollback()
+            raise
 
     # -- snapshots --------------------------------------------------------------------------
 
@@ -229,6 +390,18 @@ class StreamSink:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _check_releases(batch: LandingBatch) -> None:
+    if batch.releases is None:
+        return
+    if not batch.releases.schema.equals(RELEASES_SCHEMA, check_metadata=False):
+        raise ValueError(f"releases: schema differs from {RELEASES_SCHEMA}")
+    released = set(batch.releases.column("request_id").to_pylist())
+    requests = batch.tables.get("requests")
+    landed = set() if requests is None else set(requests.column("request_id").to_pylist())
+    if released != landed or len(released) != batch.releases.num_rows:
+        raise ValueError("releases must hold exactly one row per request of the batch")
 
 
 def _check_tables(tables: Mapping[str, pa.Table]) -> None:

@@ -16,7 +16,12 @@ import pytest
 
 from connectors.duckdb_reader import connect_auditor
 from connectors.duckdb_sink import table_fingerprints
-from connectors.duckdb_stream_sink import LandingBatch, StreamSink, batch_id_for
+from connectors.duckdb_stream_sink import (
+    RELEASES_SCHEMA,
+    LandingBatch,
+    StreamSink,
+    batch_id_for,
+)
 from pipelines.rows import SCHEMAS
 
 T0 = datetime(2021, 2, 1, tzinfo=UTC)
@@ -323,7 +328,7 @@ def test_failure_midway_leaves_the_database_as_it_was(sink: StreamSink) -> None:
         request_events=[request_event(3)],
         duplicate_deliveries=[duplicate(5)],
     )
-    assert fixed.batch_id == failing.batch_id
+    assert fixed.batch_id != failing.batch_id  # other rows for the same offsets
     assert sink.write_batch(fixed)
     assert fingerprints(sink)["request_events"][0] == 3
 
@@ -345,10 +350,83 @@ def test_resume_offsets_after_several_batches(tmp_path: Path) -> None:
         assert rows_of(sink, "SELECT count(*) FROM batch_ledger") == [(4,)]
 
 
-def test_batch_id_is_derived_from_offsets() -> None:
+def test_batch_id_is_derived_from_offsets_and_rows() -> None:
     a = batch_id_for({(REQUESTS, 0): (0, 9), (ACTIONS, 1): (3, 4)})
-    assert a == batch_id_for({(ACTIONS, 1): (3, 4), (REQUESTS, 0): (0, 9)})
+    assert a == batch_id_for({(ACTIONS, 1): [(3, 4)], (REQUESTS, 0): [(0, 4), (5, 9)]})
     assert a != batch_id_for({(REQUESTS, 0): (0, 8), (ACTIONS, 1): (3, 4)})
+    # Batches without offsets (request histories only) differ by their rows.
+    one, two = batch({}, requests=[request(1)]), batch({}, requests=[request(2)])
+    assert one.batch_id != two.batch_id
+    assert one.batch_id == batch({}, requests=[request(1)]).batch_id
+
+
+def test_resume_offsets_stop_at_the_first_gap(tmp_path: Path) -> None:
+    # Records land out of offset order: 0..3 and 6..9 landed, 4..5 still in flight.
+    with StreamSink(tmp_path / "audit.duckdb", tmp_path / "snapshot.duckdb", 60.0) as sink:
+        sink.start_run({(REQUESTS, 0): 0, (ACTIONS, 0): 2})
+        assert sink.write_batch(batch({(REQUESTS, 0): [(0, 3), (6, 9)], (ACTIONS, 0): (5, 6)}))
+        # actions 2..4 are not landed: the first run started there, so that is the gap.
+        assert sink.resume_offsets() == {(REQUESTS, 0): 4, (ACTIONS, 0): 2}
+        assert sink.write_batch(batch({(REQUESTS, 0): (4, 5), (ACTIONS, 0): (2, 4)}))
+        assert sink.resume_offsets() == {(REQUESTS, 0): 10, (ACTIONS, 0): 7}
+        # Offsets the broker no longer holds (retention) are not waited for.
+        assert sink.resume_offsets({(REQUESTS, 0): 12})[(REQUESTS, 0)] == 12
+        assert sink.landed_offsets() == {(REQUESTS, 0): ((0, 9),), (ACTIONS, 0): ((2, 6),)}
+
+
+def releases(*marks: tuple[int, datetime, int, int]) -> pa.Table:
+    return pa.Table.from_pylist(
+        [
+            {"request_id": f"R{n}", "watermark": wm, "run": run, "revision": revision}
+            for n, wm, run, revision in marks
+        ],
+        schema=RELEASES_SCHEMA,
+    )
+
+
+def history(
+    n: int, steps: Sequence[tuple[str, str]], *mark: Any, breached: bool = False
+) -> LandingBatch:
+    tables = {
+        "requests": pa.Table.from_pylist([request(n, breached=breached)], SCHEMAS["requests"]),
+        "lifecycle_transitions": pa.Table.from_pylist(
+            transitions(n, steps), SCHEMAS["lifecycle_transitions"]
+        ),
+    }
+    return LandingBatch.covering({}, tables, releases((n, *mark)))
+
+
+def test_an_older_release_never_replaces_a_newer_one(sink: StreamSink) -> None:
+    w1, w2 = T0 + timedelta(days=1), T0 + timedelta(days=2)
+    steps = "SELECT string_agg(transition, ',' ORDER BY seq) FROM lifecycle_transitions"
+    names = {step: step[0] for step in (OPENED, BREACHED, RESOLVED_LATE)}
+    assert sink.write_batch(history(1, [OPENED, BREACHED], w2, 1, 2, breached=True))
+    # Landing out of order: the release at the earlier watermark is skipped...
+    assert sink.write_batch(history(1, [OPENED], w1, 1, 1))
+    assert rows_of(sink, steps) == [(f"{names[OPENED]},{names[BREACHED]}",)]
+    # ... and so is a lower revision at the same watermark; a higher one lands.
+    assert sink.write_batch(history(1, [OPENED], w2, 1, 1))
+    assert rows_of(sink, steps) == [(f"{names[OPENED]},{names[BREACHED]}",)]
+    assert sink.write_batch(history(1, [OPENED, BREACHED, RESOLVED_LATE], w2, 1, 3))
+    assert rows_of(sink, steps) == [(f"{names[OPENED]},{names[BREACHED]},{names[RESOLVED_LATE]}",)]
+    # A later run re-releasing the same watermark wins over the earlier run's revisions.
+    assert sink.write_batch(history(1, [OPENED, BREACHED], w2, 2, 1, breached=True))
+    assert rows_of(sink, steps) == [(f"{names[OPENED]},{names[BREACHED]}",)]
+    with pytest.raises(ValueError, match="one row per request"):
+        sink.write_batch(LandingBatch.covering({}, {}, releases((1, w2, 3, 1))))
+
+
+def test_runs_record_where_they_started_and_how_far_they_landed(sink: StreamSink) -> None:
+    assert sink.start_run({(REQUESTS, 0): 0}) == 1
+    sink.write_batch(LandingBatch.covering({(REQUESTS, 0): (0, 1)}, {}, watermark=T0))
+    sink.write_batch(
+        LandingBatch.covering({(REQUESTS, 0): (2, 3)}, {}, watermark=T0 - timedelta(days=1))
+    )
+    assert sink.start_run({(REQUESTS, 0): 4}) == 2
+    assert rows_of(sink, "SELECT run, watermark FROM stream_runs ORDER BY run") == [
+        (1, T0),  # never moves back
+        (2, None),
+    ]
 
 
 def test_snapshot_is_published_on_schedule_and_matches_the_writer(
