@@ -109,7 +109,7 @@ def land_batch(
                     f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?) ORDER BY {order}",
                     [files],
                 )
-        _land_policy(con, policy_version, policy_rows)
+        land_policy(con, policy_version, policy_rows)
         landed = _count(con, "request_events") + _count(con, "action_events")
         duplicates = _count(con, "duplicate_deliveries")
         quarantined = _count(con, "quarantine")
@@ -146,7 +146,7 @@ def land_batch(
         con.close()
 
 
-def _land_policy(
+def land_policy(
     con: duckdb.DuckDBPyConnection, policy_version: str, rows: Sequence[Mapping[str, Any]]
 ) -> None:
     con.execute("DELETE FROM sla_policy WHERE policy_version = ?", [policy_version])

@@ -113,18 +113,21 @@ class LandingBatch:
     ) -> LandingBatch:
         """A batch whose id is a hash of the offsets it covers and of its rows: the same
         rows for the same offsets (a replay) give the same id, so the ledger recognises it."""
-        return cls(batch_id_for(offsets, tables, releases), offsets, tables, releases, watermark)
+        batch_id = batch_id_for(offsets, tables, releases, watermark)
+        return cls(batch_id, offsets, tables, releases, watermark)
 
 
 def batch_id_for(
     offsets: Mapping[PartitionKey, Sequence[Run] | Run],
     tables: Mapping[str, pa.Table] | None = None,
     releases: pa.Table | None = None,
+    watermark: datetime | None = None,
 ) -> str:
     """Deterministic batch id (32 hex) from the offsets and the rows.
 
     Example: batch_id_for({("t", 0): (0, 9)}) == batch_id_for({("t", 0): [(0, 9)]})."""
-    digest = hashlib.sha256(json.dumps(_offsets_json(normalise(offsets))).encode())
+    basis = [_offsets_json(normalise(offsets)), None if watermark is None else str(watermark)]
+    digest = hashlib.sha256(json.dumps(basis).encode())
     named = sorted((tables or {}).items())
     if releases is not None:
         named.append(("\x00releases", releases))
@@ -167,6 +170,10 @@ class StreamSink:
     def connection(self) -> duckdb.DuckDBPyConnection:
         """The writer's connection (for the few writes outside batches, e.g. policy rows)."""
         return self._con
+
+    def attach_run(self, run: int | None) -> None:
+        """Record progress on `run` (started by `start_run`, possibly on another connection)."""
+        self._run = run
 
     def start_run(self, start_offsets: Mapping[PartitionKey, int]) -> int:
         """Record a start of the streaming pipeline reading from `start_offsets`; returns the

@@ -63,10 +63,65 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prism_location(settings: Settings, given: Path | None) -> str:
+    """The Prism binary: --prism-location, settings.prism_location, or the cached build of
+    docker/prism/build.py (built on first use, ~5 min)."""
+    import subprocess
+
+    from pipelines.resources import resource_dir
+
+    location = given or settings.prism_location
+    if location is not None:
+        if not location.is_file():
+            raise FileNotFoundError(f"no Prism binary at {location}")
+        return str(location)
+    try:
+        script = resource_dir("docker") / "prism" / "build.py"
+    except FileNotFoundError:
+        script = None
+    if script is None or not script.is_file():
+        raise FileNotFoundError(
+            "no Prism runner: set REMOVAL_AUDIT_PRISM_LOCATION or --prism-location "
+            "(build it with docker/prism/build.py from a source checkout)"
+        )
+    done = subprocess.run(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise FileNotFoundError(f"building Prism failed ({script}, exit {done.returncode})")
+    return done.stdout.strip()
+
+
+def cmd_run_kafka(args: argparse.Namespace) -> int:
+    from pipelines.streaming import run_streaming
+
+    overrides: dict[str, Any] = {}
+    for option, field in (
+        ("bootstrap_servers", "kafka_bootstrap_servers"),
+        ("topic_prefix", "kafka_topic_prefix"),
+        ("snapshot", "snapshot"),
+        ("snapshot_every", "snapshot_every_seconds"),
+    ):
+        if getattr(args, option, None) is not None:
+            overrides[field] = getattr(args, option)
+    settings = _settings(args).model_copy(update=overrides)
+    prism = _prism_location(settings, args.prism_location)
+    print(
+        f"streaming from {settings.kafka_bootstrap_servers} into {settings.database} "
+        f"(auditors: {settings.snapshot_path}, refreshed every {settings.snapshot_every_s:g} s)",
+        flush=True,
+    )
+    run = run_streaming(settings, prism, stop_at_end=args.stop_at_end)
+    print(f"run {run} stopped", flush=True)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.batch import run_batch
     from pipelines.report import print_account
 
+    if args.source == "kafka":
+        return cmd_run_kafka(args)
     settings = _settings(args)
     inputs = _input_files(args.inputs or [settings.data_dir])
     started = time.perf_counter()
@@ -151,9 +206,30 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--out", dest="data_dir", type=Path, help="output directory")
     g.set_defaults(func=cmd_generate)
 
-    r = with_db(sub.add_parser("run", help="run the batch pipeline over Avro files into DuckDB"))
+    r = with_db(
+        sub.add_parser(
+            "run",
+            help="run the pipeline into DuckDB: over Avro files (batch) or Kafka (streaming)",
+        )
+    )
     r.add_argument("inputs", nargs="*", type=Path, help="files or directories (default: data dir)")
     r.add_argument("--data-dir", type=Path)
+    r.add_argument(
+        "--source",
+        choices=["files", "kafka"],
+        default="files",
+        help="files: batch over Avro files; kafka: streaming from the topics until stopped",
+    )
+    r.add_argument("--bootstrap-servers", help="kafka: default settings.kafka_bootstrap_servers")
+    r.add_argument("--topic-prefix", help="kafka: prefix of both topic names")
+    r.add_argument("--snapshot", type=Path, help="kafka: the auditors' read-only copy")
+    r.add_argument("--snapshot-every", type=float, help="kafka: seconds between snapshots")
+    r.add_argument(
+        "--stop-at-end",
+        action="store_true",
+        help="kafka: read up to the end offsets seen at start, land everything, then stop",
+    )
+    r.add_argument("--prism-location", type=Path, help="kafka: the Prism runner binary")
     r.set_defaults(func=cmd_run)
 
     pub = sub.add_parser("publish", help="replay Avro files into the Kafka topics")

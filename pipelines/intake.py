@@ -8,7 +8,7 @@ caller gets a `Quarantined` with a reason code and the exact bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from connectors.avro_codec import decode
 from connectors.avro_files import RawMessage
@@ -47,9 +47,10 @@ class Quarantined:
 
 @dataclass(frozen=True)
 class IntakeRules:
-    """The domain checks on event times; `now` is the reference for 'in the future'."""
+    """The domain checks on event times; `now` is the reference for 'in the future' (None:
+    the wall clock at each check, for a pipeline that runs for days)."""
 
-    now: datetime
+    now: datetime | None
     max_clock_skew_seconds: int
     oldest_plausible: datetime
     max_message_bytes: int
@@ -114,10 +115,11 @@ def take_in(
                 ReasonCode.TIMESTAMP_TOO_OLD,
                 f"{name} {value.isoformat()} is before {rules.oldest_plausible.isoformat()}",
             )
-        if (value - rules.now).total_seconds() > rules.max_clock_skew_seconds:
+        now = rules.now or datetime.now(UTC)
+        if (value - now).total_seconds() > rules.max_clock_skew_seconds:
             return refuse(
                 ReasonCode.TIMESTAMP_IN_FUTURE,
-                f"{name} {value.isoformat()} is ahead of {rules.now.isoformat()} "
+                f"{name} {value.isoformat()} is ahead of {now.isoformat()} "
                 f"by more than {rules.max_clock_skew_seconds} s",
             )
     return Accepted(event, origin, decoded.writer.version, message.value)

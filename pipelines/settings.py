@@ -65,6 +65,30 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="A caught-up partition quiet this long stops holding time."
     )
 
+    snapshot: Path | None = Field(
+        default=None,
+        description="Read-only copy auditors query while the streaming job writes "
+        "(default: <database>.snapshot.duckdb beside the database).",
+    )
+    snapshot_every_seconds: float = Field(
+        default=30.0, ge=0, description="How often the streaming job refreshes the snapshot."
+    )
+    prism_location: Path | None = Field(
+        default=None,
+        description="Prism runner binary (default: build or reuse the cached one, "
+        "docker/prism/build.py).",
+    )
+
+    @property
+    def snapshot_path(self) -> Path:
+        if self.snapshot is not None:
+            return self.snapshot
+        return self.database.with_name(f"{self.database.stem}.snapshot.duckdb")
+
+    @property
+    def snapshot_every_s(self) -> float:
+        return self.snapshot_every_seconds
+
     @property
     def default_sla(self) -> timedelta:
         return timedelta(hours=self.default_sla_hours)

@@ -1,0 +1,232 @@
+"""The streaming pipeline: Kafka -> decode, dedupe, lifecycles on the watermark -> DuckDB.
+
+`removal-audit run --source kafka` calls `run_streaming`. Shape:
+
+    ReadFromKafka -> DecodeAndValidate -> DedupeDeliveries -> ReleaseLifecycles -+
+         (landed events, on a restart) --^        |  duplicates, quarantine       +-> Land
+                                                  +-------------------------------+
+
+Exactly-once landing across restarts. Beam's state does not outlive the job on a local
+runner, so DuckDB is the durable state: each start (a "run") reads the partitions from the
+first offset no landed batch covers (`StreamSink.resume_offsets`) and rebuilds the keyed
+state from the events already landed, exported to Parquet before the job starts. Rows are
+idempotent (event ids, source positions) and request histories are replaced only by newer
+releases, so records read again after a crash land nothing twice, and the final tables of
+an interrupted run equal those of an uninterrupted one.
+
+Runner: Prism (event-time timers honoured), with the SDK worker in this process
+(LOOPBACK): the landing stage is this process's only DuckDB writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms.window import TimestampedValue
+from kafka import KafkaConsumer
+
+from connectors.duckdb_sink import land_policy
+from connectors.duckdb_stream_sink import StreamSink
+from connectors.duckdb_stream_writer import SharedWriter, WriterConfig
+from connectors.kafka_source import (
+    KafkaSourceSettings,
+    ReadFromKafka,
+    list_partition_reads,
+    source_settings,
+)
+from connectors.origin import SourceRef
+from connectors.stream_offsets import PartitionKey
+from pipelines import process_state, rows
+from pipelines.intake import Accepted, IntakeRules
+from pipelines.model import ActionEvent, RequestEvent
+from pipelines.policy import SlaPolicy
+from pipelines.settings import Settings
+from pipelines.streaming_dedupe import NEW_EVENTS, DedupeDeliveries
+from pipelines.streaming_land import DUPLICATE, EVENT, QUARANTINE, RELEASE, Land
+from pipelines.streaming_lifecycle import ReleaseLifecycles
+from pipelines.transforms import DUPLICATES, DecodeAndValidate
+from pipelines.transforms import QUARANTINE as QUARANTINE_TAG
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamingPlan:
+    """What a start of the streaming job reads: where each partition starts, the run
+    number, and the landed events to rebuild state from (None on a first start)."""
+
+    run: int
+    start_offsets: Mapping[PartitionKey, int]
+    landed_events: Mapping[str, Path] | None
+
+
+def landed_event(table: str, row: Mapping[str, Any]) -> TimestampedValue:
+    """A row of request_events / action_events -> (Accepted, landed=True) at its event time."""
+    event: RequestEvent | ActionEvent = (
+        RequestEvent.from_avro(row) if table == "request_events" else ActionEvent.from_avro(row)
+    )
+    source, _, position = str(row["source_ref"]).rpartition("#")
+    accepted = Accepted(event, SourceRef(source, int(position)), int(row["schema_version"]), b"")
+    return TimestampedValue((accepted, True), event.event_time.timestamp())
+
+
+def build(
+    pipeline: beam.Pipeline,
+    source: KafkaSourceSettings,
+    plan: StreamingPlan,
+    policy: SlaPolicy,
+    rules: IntakeRules,
+    writer: WriterConfig,
+    shards: int = 64,
+) -> list[str]:
+    """Wire the streaming audit (see the module docstring); returns the ids of the stages
+    that keep state in this process."""
+    messages = pipeline | "ReadKafka" >> ReadFromKafka(source)
+    intake = messages | "DecodeAndValidate" >> DecodeAndValidate(rules)
+    deliveries = [intake.accepted | "FromKafka" >> beam.Map(lambda a: (a, False))]
+    for table, path in (plan.landed_events or {}).items():
+        deliveries.append(
+            pipeline
+            | f"ReadLanded_{table}" >> beam.io.ReadFromParquet(str(path))
+            | f"Landed_{table}" >> beam.Map(lambda row, t=table: landed_event(t, row))
+        )
+    dedupe, release = DedupeDeliveries(), ReleaseLifecycles(policy, shards=shards)
+    unique = deliveries | "AllDeliveries" >> beam.Flatten() | "Dedupe" >> dedupe
+    released = (
+        unique.events | "Events" >> beam.Map(lambda a: a.event) | "ReleaseLifecycles" >> release
+    )
+    quarantined = (intake[QUARANTINE_TAG], unique[QUARANTINE_TAG]) | "AllQuarantine" >> (
+        beam.Flatten()
+    )
+    items = (
+        unique[NEW_EVENTS] | "EventRows" >> beam.Map(lambda a: (EVENT, rows.event_row(a))),
+        unique[DUPLICATES] | "DuplicateRows" >> beam.Map(lambda r: (DUPLICATE, r)),
+        quarantined | "QuarantineRows" >> beam.Map(lambda q: (QUARANTINE, rows.quarantine_row(q))),
+        released | "Releases" >> beam.Map(lambda r: (RELEASE, r)),
+    )
+    land = Land(writer)
+    _ = items | "AllRows" >> beam.Flatten() | "Land" >> land
+    return [dedupe.stage_id, release.stage_id, land.stage_id]
+
+
+def plan_run(
+    settings: Settings, source: KafkaSourceSettings, policy: SlaPolicy, workdir: Path
+) -> StreamingPlan:
+    """Open the database, find where to resume, record the run, export the landed events."""
+    settings.database.parent.mkdir(parents=True, exist_ok=True)
+    with StreamSink(settings.database, settings.snapshot_path, settings.snapshot_every_s) as sink:
+        land_policy(sink.connection, policy.version, policy.rows())
+        resume = sink.resume_offsets()
+        consumer = KafkaConsumer(**source.consumer_config())
+        try:
+            probe = KafkaSourceSettings(**{**_fields(source), "start_offsets": resume})
+            reads = list_partition_reads(consumer, probe, "plan")
+        finally:
+            consumer.close()
+        starts = {(r.topic, r.partition): r.start for r in reads}
+        run = sink.start_run(starts)
+        landed = None
+        if resume:
+            landed = sink.export_events(workdir)
+        return StreamingPlan(run, starts, landed)
+
+
+def _fields(source: KafkaSourceSettings) -> dict[str, Any]:
+    return {name: getattr(source, name) for name in source.__dataclass_fields__}
+
+
+def prism_options(prism_location: str) -> PipelineOptions:
+    return PipelineOptions(
+        flags=[],
+        runner="PrismRunner",
+        prism_location=prism_location,
+        environment_type="LOOPBACK",
+        prism_log_level="warn",
+        streaming=True,
+        # Beam applies this to the job's state stream too, which would end a streaming job
+        # after 5 minutes (the default): a year instead.
+        job_server_timeout=365 * 24 * 3600,
+    )
+
+
+def run_streaming(
+    settings: Settings,
+    prism_location: str,
+    *,
+    stop_at_end: bool = False,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run the streaming audit until the job ends (`stop_at_end`), SIGTERM/SIGINT, or
+    `stop` is set. Returns the run number."""
+    policy = SlaPolicy.load(default_sla=settings.default_sla)
+    rules = IntakeRules(
+        now=None,
+        max_clock_skew_seconds=settings.max_clock_skew_seconds,
+        oldest_plausible=settings.oldest_plausible,
+        max_message_bytes=settings.max_message_bytes,
+    )
+    with tempfile.TemporaryDirectory(
+        prefix=".restart-", dir=settings.database.parent.resolve()
+    ) as workdir:
+        base = source_settings(settings, stop_at_end=stop_at_end)
+        plan = plan_run(settings, base, policy, Path(workdir))
+        source = KafkaSourceSettings(**{**_fields(base), "start_offsets": plan.start_offsets})
+        writer = WriterConfig(
+            settings.database, settings.snapshot_path, settings.snapshot_every_s, plan.run
+        )
+        log.info("run %d starts at %s", plan.run, dict(plan.start_offsets))
+        pipeline = beam.Pipeline(options=prism_options(prism_location))
+        stages = build(pipeline, source, plan, policy, rules, writer)
+        try:
+            result = pipeline.run()
+            with _stopping(result, stop):
+                result.wait_until_finish()
+        finally:
+            SharedWriter.release_all()
+            process_state.drop(stages)
+    return plan.run
+
+
+class _stopping:
+    """Cancel the job on SIGTERM / SIGINT or when `stop` is set; restore handlers after."""
+
+    def __init__(self, result: Any, stop: threading.Event | None) -> None:
+        self._result, self._stop = result, stop
+        self._previous: dict[int, Any] = {}
+        self._done = threading.Event()
+
+    def _cancel(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        log.info("stopping the streaming job (%s)", f"signal {signum}" if signum else "stop")
+        try:
+            self._result.cancel()
+        except Exception:  # already finished or the runner is gone
+            log.debug("cancel failed", exc_info=True)
+
+    def _watch(self) -> None:
+        assert self._stop is not None
+        while not self._done.is_set():
+            if self._stop.wait(0.2):
+                self._cancel()
+                return
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._cancel)
+        if self._stop is not None:
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
