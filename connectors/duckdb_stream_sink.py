@@ -40,6 +40,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.duckdb_deliveries import reconcile_deliveries
 from connectors.duckdb_sink import AUDIT_TABLES, connect_writer
 from connectors.stream_offsets import (
     Offsets,
@@ -240,6 +241,7 @@ class StreamSink:
                         )
                 if table in staged:
                     con.execute(_landing_sql(table, staged[table]))
+            reconcile_deliveries(con, staged)
             counts = {name: batch.tables[name].num_rows for name in sorted(batch.tables)}
             con.execute(
                 "INSERT INTO batch_ledger VALUES (?, ?, ?, ?)",

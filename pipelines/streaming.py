@@ -189,8 +189,15 @@ def run_streaming(
         stages = build(pipeline, source, plan, policy, rules, writer)
         try:
             result = pipeline.run()
-            with _stopping(result, stop):
-                result.wait_until_finish()
+            with _stopping(result, stop) as stopping:
+                try:
+                    result.wait_until_finish()
+                except Exception:
+                    # A stop signal sent to the whole process group also reaches the Prism
+                    # runner, which then drops the job's streams: an expected end here.
+                    if not stopping.requested:
+                        raise
+                    log.info("the job ended on the stop request", exc_info=True)
         finally:
             SharedWriter.release_all()
             process_state.drop(stages)
@@ -204,8 +211,10 @@ class _stopping:
         self._result, self._stop = result, stop
         self._previous: dict[int, Any] = {}
         self._done = threading.Event()
+        self.requested = False
 
     def _cancel(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        self.requested = True
         log.info("stopping the streaming job (%s)", f"signal {signum}" if signum else "stop")
         try:
             self._result.cancel()
@@ -219,12 +228,13 @@ class _stopping:
                 self._cancel()
                 return
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> _stopping:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._previous[sig] = signal.signal(sig, self._cancel)
         if self._stop is not None:
             threading.Thread(target=self._watch, daemon=True).start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self._done.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import subprocess
@@ -24,11 +25,26 @@ from pipelines.model import (
     RequestEvent,
     RequestEventType,
 )
+from pipelines.report import run_demo
+from pipelines.settings import Settings
 
 # The real Kafka broker (started lazily, only for tests that ask for `kafka_bootstrap`).
 pytest_plugins = ["tests.kafka_broker_fixture"]
 
 T0 = datetime(2021, 2, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str]:
+    """`removal-audit demo` once per session: the seed scenario's Avro files (data_dir), the
+    batch path's database over them (database) and the report. Tests must not change
+    either: copy the database to write to it."""
+    root = tmp_path_factory.mktemp("demo")
+    settings = Settings(database=root / "audit.duckdb", data_dir=root / "data")
+    out = io.StringIO()
+    status = run_demo(settings, scenario="roskomnadzor-twitter-2021", seed=2021, out=out)
+    assert status == 0, out.getvalue()
+    return settings, out.getvalue()
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ pipeline -> DuckDB -> the auditor's canned SQL reproduces the published figures.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import pytest
@@ -11,20 +10,9 @@ import pytest
 from connectors.duckdb_reader import canned_queries, connect_auditor, run_sql
 from connectors.duckdb_sink import table_fingerprints
 from pipelines.batch import run_batch
-from pipelines.report import run_demo
 from pipelines.settings import Settings
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str]:
-    root = tmp_path_factory.mktemp("demo")
-    settings = Settings(database=root / "audit.duckdb", data_dir=root / "data")
-    out = io.StringIO()
-    status = run_demo(settings, scenario="roskomnadzor-twitter-2021", seed=2021, out=out)
-    assert status == 0, out.getvalue()
-    return settings, out.getvalue()
 
 
 def _sql(settings: Settings, sql: str, **params: str) -> list[tuple[Any, ...]]:

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from connectors.duckdb_backlog import refresh_backlog_daily
 from connectors.duckdb_sink import apply_schema, connect_writer
 from pipelines import rows
-from pipelines.batch import batch_runner, run_batch
+from pipelines.batch import batch_runner
 from pipelines.lifecycle import content_lifecycle
 from pipelines.model import (
     ActionEvent,
@@ -35,7 +35,6 @@ from pipelines.model import (
     RequestLifecycle,
 )
 from pipelines.policy import SlaPolicy
-from pipelines.scenarios.generator import generate
 from pipelines.settings import Settings
 from pipelines.transforms import (
     BacklogByCategory,
@@ -96,14 +95,10 @@ def _lifecycles(
 # --- The seed scenario: the Beam table as the batch pipeline landed it ----------------------
 
 
-@pytest.fixture(scope="module")
-def seed_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The seed scenario through the batch pipeline (about a minute), once per module."""
-    root = tmp_path_factory.mktemp("seed")
-    scenario = generate("roskomnadzor-twitter-2021", root / "data", seed=2021)
-    settings = Settings(database=root / "audit.duckdb")
-    run_batch([scenario.requests_path, scenario.actions_path], settings)
-    return settings.database
+@pytest.fixture(scope="session")
+def seed_database(demo: tuple[Settings, str]) -> Path:
+    """The seed scenario through the batch pipeline (the session's demo run)."""
+    return demo[0].database
 
 
 @pytest.fixture

@@ -513,3 +513,40 @@ def test_auditor_process_reads_snapshots_while_the_writer_writes(tmp_path: Path)
     assert batches == sorted(batches)
     assert len(batches) >= 30 and len(set(batches)) >= 5, batches
     assert refusal.startswith("refused:") and "read-only" in refusal
+
+
+def _deliveries(sink: StreamSink) -> list[tuple[Any, ...]]:
+    return rows_of(
+        sink,
+        "SELECT source_ref, 'event' FROM request_events UNION ALL "
+        "SELECT source_ref, 'duplicate of ' || kept_source_ref FROM duplicate_deliveries "
+        "ORDER BY 1",
+    )
+
+
+def test_runs_that_kept_different_copies_still_account_each_position_once(
+    sink: StreamSink,
+) -> None:
+    # Copies of rq-1 at positions 1 and 801. A killed run landed only its duplicate row
+    # (801 kept, 1 the repeat); the next run keeps 1 and lands it with 801 as the repeat.
+    at_1, at_801 = f"{REQUESTS}/0#1", f"{REQUESTS}/0#801"
+    assert sink.write_batch(
+        batch(
+            {(REQUESTS, 0): (1, 1)},
+            duplicate_deliveries=[{**duplicate(1), "source_ref": at_1, "kept_source_ref": at_801}],
+        )
+    )
+    assert sink.write_batch(
+        batch(
+            {(REQUESTS, 0): [(1, 1), (801, 801)]},
+            request_events=[request_event(1)],
+            duplicate_deliveries=[duplicate(1)],  # 801, kept 1
+        )
+    )
+    assert _deliveries(sink) == [(at_1, "event"), (at_801, f"duplicate of {at_1}")]
+    # And the other way: an event row for a position other than the landed copy's is a
+    # repeat of it.
+    again = {**request_event(1), "source_ref": f"{REQUESTS}/0#900"}
+    assert sink.write_batch(batch({(REQUESTS, 0): (900, 900)}, request_events=[again]))
+    assert _deliveries(sink)[-1] == (f"{REQUESTS}/0#900", f"duplicate of {at_1}")
+    assert len(_deliveries(sink)) == 3
