@@ -41,3 +41,10 @@ kafka: $(STAMP)
 
 kafka-stop: $(STAMP)
 	$(BIN)/python docker/kafka/broker.py stop --dir .kafka
+
+# Beam's Prism runner for the streaming job, built from the Beam Go module with `go install`
+# into the user cache (about 5 minutes the first time); prints the binary's path.
+.PHONY: prism
+
+prism: $(STAMP)
+	$(BIN)/python docker/prism/build.py

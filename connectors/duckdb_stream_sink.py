@@ -313,6 +313,12 @@ class StreamSink:
             resume[key] = max(first_uncovered(start, runs), (earliest or {}).get(key, 0))
         return resume
 
+    def released_through(self) -> datetime | None:
+        """The latest watermark any landed request history was released at (None: none)."""
+        row = self._con.execute("SELECT max(watermark) FROM stream_releases").fetchall()
+        latest: datetime | None = row[0][0]
+        return latest
+
     def landed_offsets(self) -> dict[PartitionKey, tuple[Run, ...]]:
         """Every offset a landed batch covers, merged into runs per partition."""
         covered: dict[PartitionKey, list[Run]] = {}

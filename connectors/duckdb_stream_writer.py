@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +58,9 @@ class WriterConfig:
     run: int | None = None
     flush_every_s: float = 0.5
     max_rows: int = 50_000
+    # Told the next offset to read per partition after each landing (e.g. a
+    # KafkaOffsetCommitter); must pickle, the config travels to the workers.
+    on_landed: Callable[[Mapping[tuple[str, int], int]], None] | None = None
 
 
 class WriterFailed(RuntimeError):
@@ -171,6 +175,8 @@ class SharedWriter:
                 if pending.watermark is not None:
                     wm = pending.watermark
                     self._watermark = wm if self._watermark is None else max(self._watermark, wm)
+                if self.config.on_landed is not None:
+                    self.config.on_landed(self._sink.resume_offsets())
         return landed
 
     def publish_now(self) -> None:

@@ -59,3 +59,7 @@ class DecodeError(Exception):
 
     def __repr__(self) -> str:
         return f"DecodeError({self.reason.value!r}, {self.message!r})"
+
+
+class KafkaSourceError(RuntimeError):
+    """The topics or offsets do not allow the read (missing topic, offset past the log end)."""

@@ -39,7 +39,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from connectors.avro_codec import decode
 from connectors.avro_files import RawMessage
-from connectors.errors import DecodeError
+from connectors.errors import DecodeError, KafkaSourceError
 from connectors.kafka_watermark import (
     EventTimeWatermark,
     PartitionKey,
@@ -63,10 +63,6 @@ _SECURITY_OPTIONS = (
     *("sasl_mechanism", "sasl_plain_username", "sasl_plain_password"),
     *("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"),
 )
-
-
-class KafkaSourceError(RuntimeError):
-    """The topics or offsets do not allow the read (missing topic, offset past the log end)."""
 
 
 @dataclass(frozen=True)

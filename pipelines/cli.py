@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.duckdb_reader import QueryError
+from connectors.errors import KafkaSourceError
 from pipelines.settings import Settings
 
 DEFAULT_SCENARIO = "roskomnadzor-twitter-2021"
@@ -275,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (QueryError, FileNotFoundError) as error:
+    except (QueryError, FileNotFoundError, KafkaSourceError) as error:
         print(f"removal-audit: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # a duckdb error in an auditor's query is not a crash

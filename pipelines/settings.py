@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         default="127.0.0.1:19092", description="Kafka brokers (`make kafka` listens here)."
     )
     kafka_topic_prefix: str = Field(default="", description="Prefix of both topic names.")
+    kafka_group_id: str = Field(
+        default="removal-audit",
+        description="Consumer group the streaming job commits landed offsets to, for lag "
+        "monitoring (empty: none). Restarts resume from DuckDB's ledger, not from it.",
+    )
     kafka_security_protocol: str = Field(
         default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
     )

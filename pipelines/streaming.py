@@ -9,7 +9,9 @@
 Exactly-once landing across restarts. Beam's state does not outlive the job on a local
 runner, so DuckDB is the durable state: each start (a "run") reads the partitions from the
 first offset no landed batch covers (`StreamSink.resume_offsets`) and rebuilds the keyed
-state from the events already landed, exported to Parquet before the job starts. Rows are
+state from the events already landed, exported to Parquet before the job starts; what the
+previous runs released stays released (`ReleaseLifecycles(released_through=...)`), so the
+restart re-releases every rebuilt history at once, complete with the events re-read. Rows are
 idempotent (event ids, source positions) and request histories are replaced only by newer
 releases, so records read again after a crash land nothing twice, and the final tables of
 an interrupted run equal those of an uninterrupted one.
@@ -26,6 +28,7 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -38,6 +41,7 @@ from kafka import KafkaConsumer
 from connectors.duckdb_sink import land_policy
 from connectors.duckdb_stream_sink import StreamSink
 from connectors.duckdb_stream_writer import SharedWriter, WriterConfig
+from connectors.kafka_commit import KafkaOffsetCommitter
 from connectors.kafka_source import (
     KafkaSourceSettings,
     ReadFromKafka,
@@ -68,6 +72,7 @@ class StreamingPlan:
     run: int
     start_offsets: Mapping[PartitionKey, int]
     landed_events: Mapping[str, Path] | None
+    released_through: datetime | None = None
 
 
 def landed_event(table: str, row: Mapping[str, Any]) -> TimestampedValue:
@@ -100,7 +105,8 @@ def build(
             | f"ReadLanded_{table}" >> beam.io.ReadFromParquet(str(path))
             | f"Landed_{table}" >> beam.Map(lambda row, t=table: landed_event(t, row))
         )
-    dedupe, release = DedupeDeliveries(), ReleaseLifecycles(policy, shards=shards)
+    dedupe = DedupeDeliveries()
+    release = ReleaseLifecycles(policy, shards=shards, released_through=plan.released_through)
     unique = deliveries | "AllDeliveries" >> beam.Flatten() | "Dedupe" >> dedupe
     released = (
         unique.events | "Events" >> beam.Map(lambda a: a.event) | "ReleaseLifecycles" >> release
@@ -138,7 +144,7 @@ def plan_run(
         landed = None
         if resume:
             landed = sink.export_events(workdir)
-        return StreamingPlan(run, starts, landed)
+        return StreamingPlan(run, starts, landed, sink.released_through())
 
 
 def _fields(source: KafkaSourceSettings) -> dict[str, Any]:
@@ -182,7 +188,13 @@ def run_streaming(
         plan = plan_run(settings, base, policy, Path(workdir))
         source = KafkaSourceSettings(**{**_fields(base), "start_offsets": plan.start_offsets})
         writer = WriterConfig(
-            settings.database, settings.snapshot_path, settings.snapshot_every_s, plan.run
+            settings.database,
+            settings.snapshot_path,
+            settings.snapshot_every_s,
+            plan.run,
+            on_landed=KafkaOffsetCommitter(source.consumer_config(), settings.kafka_group_id)
+            if settings.kafka_group_id
+            else None,
         )
         log.info("run %d starts at %s", plan.run, dict(plan.start_offsets))
         pipeline = beam.Pipeline(options=prism_options(prism_location))

@@ -73,13 +73,15 @@ class LifecycleReleaser:
     `add` and `fire` return the releases to emit and the moments (microseconds) at which a
     timer must be set."""
 
-    def __init__(self, policy: SlaPolicy) -> None:
+    def __init__(self, policy: SlaPolicy, horizon: int | None = None) -> None:
         self._policy = policy
         self._events: dict[ContentKey, list[Event]] = defaultdict(list)
         self._emitted: dict[str, tuple[int, tuple[Any, ...]]] = {}
         self._armed: dict[ContentKey, int] = {}  # the earliest pending moment per content
         self._pending: dict[int, set[ContentKey]] = defaultdict(set)
-        self.horizon: int | None = None  # micros: the latest moment fired (watermark >= it)
+        # Micros: the latest moment released (the watermark has passed it). A restarted job
+        # starts at the previous run's, so that what was released stays released.
+        self.horizon: int | None = horizon
         self.lock = threading.Lock()
 
     def add(self, event: Event) -> tuple[list[ReleasedLifecycle], list[int]]:
@@ -143,13 +145,16 @@ class ReleaseLifecyclesFn(beam.DoFn):  # type: ignore[misc]
 
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
 
-    def __init__(self, policy: SlaPolicy, stage_id: str) -> None:
+    def __init__(self, policy: SlaPolicy, stage_id: str, horizon: int | None = None) -> None:
         self._policy = policy
         self._stage_id = stage_id
+        self._horizon = horizon
 
     def setup(self) -> None:
-        policy = self._policy
-        self._state = process_state.shared(self._stage_id, lambda: LifecycleReleaser(policy))
+        policy, horizon = self._policy, self._horizon
+        self._state = process_state.shared(
+            self._stage_id, lambda: LifecycleReleaser(policy, horizon)
+        )
 
     def process(
         self,
@@ -181,10 +186,15 @@ class ReleaseLifecyclesFn(beam.DoFn):  # type: ignore[misc]
 class ReleaseLifecycles(beam.PTransform):  # type: ignore[misc]
     """Timestamped events -> ReleasedLifecycle, on the watermark (streaming path)."""
 
-    def __init__(self, policy: SlaPolicy, shards: int = 1) -> None:
+    def __init__(
+        self, policy: SlaPolicy, shards: int = 1, released_through: datetime | None = None
+    ) -> None:
+        """`released_through`: what an earlier run of the job released up to (a restart);
+        events at or before it are released at once, as late events are."""
         super().__init__()
         self._policy = policy
         self._shards = shards
+        self._horizon = None if released_through is None else epoch_micros(released_through)
         self.stage_id = f"release-lifecycles-{uuid4().hex}"
 
     def expand(self, events: Any) -> Any:
@@ -196,5 +206,6 @@ class ReleaseLifecycles(beam.PTransform):  # type: ignore[misc]
             >> beam.Map(lambda e: (shard_of(e.content_key, shards), e)).with_output_types(
                 tuple[str, Any]
             )
-            | "ReleaseOnWatermark" >> beam.ParDo(ReleaseLifecyclesFn(self._policy, self.stage_id))
+            | "ReleaseOnWatermark"
+            >> beam.ParDo(ReleaseLifecyclesFn(self._policy, self.stage_id, self._horizon))
         )

@@ -82,7 +82,8 @@ class StreamingJob:
         return self.process.poll() is None
 
     def state(self) -> dict[str, Any] | None:
-        """What the auditors' snapshot shows: records accounted for, progress watermark."""
+        """What the auditors' snapshot shows: records accounted for, and the watermark the
+        latest run has landed up to."""
         if not self.snapshot.exists():
             return None
         con = connect_auditor(self.snapshot)
@@ -90,7 +91,8 @@ class StreamingJob:
             row: Any = con.execute(
                 "SELECT (SELECT count(*) FROM request_events) + (SELECT count(*) FROM "
                 "action_events) + (SELECT count(*) FROM duplicate_deliveries) + "
-                "(SELECT count(*) FROM quarantine), (SELECT max(watermark) FROM stream_runs)"
+                "(SELECT count(*) FROM quarantine), "
+                "(SELECT watermark FROM stream_runs ORDER BY run DESC LIMIT 1)"
             ).fetchone()
         finally:
             con.close()
@@ -271,6 +273,14 @@ def test_streaming_equals_batch_and_auditors_read_the_snapshot_meanwhile(
             job.kill()
 
     assert_same_as_batch(database, demo[0].database, kafka_bootstrap, prefix)
+    # Landed offsets are committed to the consumer group, for lag monitoring.
+    group = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id="removal-audit")
+    try:
+        ends = _end_offsets(kafka_bootstrap, prefix)
+        committed = {key: group.committed(TopicPartition(*key)) for key in ends}
+    finally:
+        group.close()
+    assert committed == ends
     figures = _seed_figures(database)
     assert sum(figures.values()) == 2_862
     assert figures["SUICIDE_PROMOTION"] == 2_336
