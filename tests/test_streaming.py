@@ -199,6 +199,12 @@ def assert_same_as_batch(database: Path, batch: Path, bootstrap: str, prefix: st
     ends = _end_offsets(bootstrap, prefix)
     assert sum(ends.values()) == RECORDS
     assert _landed_runs(database) == {key: [(0, end - 1)] for key, end in ends.items()}
+    con = connect_auditor(database)
+    try:
+        account = con.execute("SELECT * FROM stream_account").fetchall()
+    finally:
+        con.close()
+    assert account == [(RECORDS, 62_672, 590, 19, True)]  # as the batch path's account
 
 
 def _seed_figures(database: Path) -> dict[str, int]:
