@@ -208,8 +208,14 @@ def java_executable() -> str:
 
 
 def random_cluster_id() -> str:
-    """A KRaft cluster id: a random UUID in Kafka's URL-safe base64 form (22 characters)."""
-    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+    """A KRaft cluster id: a random UUID in Kafka's URL-safe base64 form (22 characters).
+
+    Never starting with "-", as Kafka's own Uuid.randomUuid() ensures: the storage tool's
+    argument parser would take "-abc..." for an option (1 in 64 ids)."""
+    while True:
+        found = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        if not found.startswith("-"):
+            return found
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:

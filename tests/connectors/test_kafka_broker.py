@@ -135,3 +135,14 @@ def test_keyed_messages_round_trip_in_partition_order(kafka_bootstrap: str) -> N
             admin.delete_topics([topic], timeout_ms=5_000)
         finally:
             admin.close()
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    # The storage tool parses "-abc..." as an option: 1 random id in 64 started with "-",
+    # and the broker then failed to format its storage.
+    from tests.kafka_broker_fixture import load_broker_module
+
+    broker = load_broker_module()
+    ids = [broker.random_cluster_id() for _ in range(5_000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)
