@@ -22,6 +22,7 @@ Runner: Prism (event-time timers honoured), with the SDK worker in this process
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import tempfile
@@ -135,7 +136,7 @@ def plan_run(
         resume = sink.resume_offsets()
         consumer = KafkaConsumer(**source.consumer_config())
         try:
-            probe = KafkaSourceSettings(**{**_fields(source), "start_offsets": resume})
+            probe = dataclasses.replace(source, start_offsets=resume)
             reads = list_partition_reads(consumer, probe, "plan")
         finally:
             consumer.close()
@@ -145,10 +146,6 @@ def plan_run(
         if resume:
             landed = sink.export_events(workdir)
         return StreamingPlan(run, starts, landed, sink.released_through())
-
-
-def _fields(source: KafkaSourceSettings) -> dict[str, Any]:
-    return {name: getattr(source, name) for name in source.__dataclass_fields__}
 
 
 def prism_options(prism_location: str) -> PipelineOptions:
@@ -186,7 +183,7 @@ def run_streaming(
     ) as workdir:
         base = source_settings(settings, stop_at_end=stop_at_end)
         plan = plan_run(settings, base, policy, Path(workdir))
-        source = KafkaSourceSettings(**{**_fields(base), "start_offsets": plan.start_offsets})
+        source = dataclasses.replace(base, start_offsets=plan.start_offsets)
         writer = WriterConfig(
             settings.database,
             settings.snapshot_path,
