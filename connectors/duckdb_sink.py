@@ -165,9 +165,13 @@ def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(row[0])
 
 
-def table_fingerprints(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str]]:
+def table_fingerprints(
+    con: duckdb.DuckDBPyConnection, leave_out: frozenset[str] = frozenset()
+) -> dict[str, tuple[int, str]]:
     """Every base table's (row count, md5 of its rows in a canonical order): equal
-    fingerprints mean equal content, whatever order the rows were written in."""
+    fingerprints mean equal content, whatever order the rows were written in. Columns named
+    in `leave_out` are not hashed (e.g. provenance, which differs between file and Kafka
+    runs of the same events)."""
     tables = [
         name
         for (name,) in con.execute(
@@ -176,9 +180,19 @@ def table_fingerprints(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, s
     ]
     out: dict[str, tuple[int, str]] = {}
     for table in tables:
+        columns = [
+            name
+            for (name,) in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = ? "
+                "ORDER BY column_index",
+                [table],
+            ).fetchall()
+            if name not in leave_out
+        ]
         row: Any = con.execute(
             f"SELECT count(*), coalesce(md5(string_agg(CAST(t AS VARCHAR), chr(10) "
-            f"ORDER BY CAST(t AS VARCHAR))), '') FROM {table} AS t"
+            f"ORDER BY CAST(t AS VARCHAR))), '') FROM (SELECT {', '.join(columns)} "
+            f"FROM {table}) AS t"
         ).fetchone()
         out[table] = (int(row[0]), str(row[1]))
     return out

@@ -58,8 +58,9 @@ class WriterConfig:
     run: int | None = None
     flush_every_s: float = 0.5
     max_rows: int = 50_000
-    # Told the next offset to read per partition after each landing (e.g. a
-    # KafkaOffsetCommitter); must pickle, the config travels to the workers.
+    # Told the next offset to read per partition with each snapshot published, i.e. of
+    # what is landed (e.g. a KafkaOffsetCommitter); must pickle: the config travels to the
+    # workers.
     on_landed: Callable[[Mapping[tuple[str, int], int]], None] | None = None
 
 
@@ -175,8 +176,6 @@ class SharedWriter:
                 if pending.watermark is not None:
                     wm = pending.watermark
                     self._watermark = wm if self._watermark is None else max(self._watermark, wm)
-                if self.config.on_landed is not None:
-                    self.config.on_landed(self._sink.resume_offsets())
         return landed
 
     def publish_now(self) -> None:
@@ -186,6 +185,9 @@ class SharedWriter:
             self._sink.publish_snapshot()
             self._dirty = False
             self._published_at = time.monotonic()
+            if self.config.on_landed is not None:
+                # Reads the whole ledger: once per snapshot, not once per micro-batch.
+                self.config.on_landed(self._sink.resume_offsets())
 
     def close(self) -> None:
         self._stop.set()

@@ -16,3 +16,9 @@ class SourceRef:
     @property
     def ref(self) -> str:
         return f"{self.source}#{self.position}"
+
+    @classmethod
+    def parse(cls, ref: str) -> SourceRef:
+        """The inverse of `ref`. Example: SourceRef.parse("removal.actions/2#17")."""
+        source, _, position = ref.rpartition("#")
+        return cls(source, int(position))

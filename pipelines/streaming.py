@@ -81,8 +81,8 @@ def landed_event(table: str, row: Mapping[str, Any]) -> TimestampedValue:
     event: RequestEvent | ActionEvent = (
         RequestEvent.from_avro(row) if table == "request_events" else ActionEvent.from_avro(row)
     )
-    source, _, position = str(row["source_ref"]).rpartition("#")
-    accepted = Accepted(event, SourceRef(source, int(position)), int(row["schema_version"]), b"")
+    origin = SourceRef.parse(str(row["source_ref"]))
+    accepted = Accepted(event, origin, int(row["schema_version"]), b"")
     return TimestampedValue((accepted, True), event.event_time.timestamp())
 
 

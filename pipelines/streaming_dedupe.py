@@ -28,12 +28,10 @@ from uuid import uuid4
 import apache_beam as beam
 from apache_beam import pvalue
 
-from connectors.errors import ReasonCode
 from pipelines import process_state
-from pipelines.intake import ACTIONS_TOPIC, REQUESTS_TOPIC, Accepted, Quarantined
-from pipelines.model import RequestEvent
+from pipelines.intake import Accepted
 from pipelines.streaming_lifecycle import shard_of
-from pipelines.transforms import DUPLICATES, QUARANTINE
+from pipelines.transforms import DUPLICATES, QUARANTINE, repeat_output, topic_of
 
 NEW_EVENTS = "new_events"
 
@@ -41,10 +39,6 @@ NEW_EVENTS = "new_events"
 class _Kept(NamedTuple):
     accepted: Accepted
     landed: bool
-
-
-def topic_of(accepted: Accepted) -> str:
-    return REQUESTS_TOPIC if isinstance(accepted.event, RequestEvent) else ACTIONS_TOPIC
 
 
 class Deliveries:
@@ -73,9 +67,9 @@ class Deliveries:
             # one stays (its row is in DuckDB); the other becomes the repeat.
             self.kept[key] = _Kept(delivery, True)
             yield delivery
-            yield from _repeat(kept.accepted, delivery)
+            yield repeat_output(kept.accepted, delivery)
             return
-        yield from _repeat(delivery, kept.accepted)
+        yield repeat_output(delivery, kept.accepted)
 
 
 class DedupeDeliveriesFn(beam.DoFn):  # type: ignore[misc]
@@ -92,34 +86,6 @@ class DedupeDeliveriesFn(beam.DoFn):  # type: ignore[misc]
         with self._state.lock:
             out = list(self._state.offer(delivery, landed))
         yield from out
-
-
-def _repeat(other: Accepted, kept: Accepted) -> Iterator[Any]:
-    topic, event_id = topic_of(kept), kept.event.event_id
-    if other.event == kept.event:
-        yield pvalue.TaggedOutput(
-            DUPLICATES,
-            {
-                "source_ref": other.origin.ref,
-                "topic": topic,
-                "event_id": event_id,
-                "kept_source_ref": kept.origin.ref,
-            },
-        )
-    else:
-        yield pvalue.TaggedOutput(
-            QUARANTINE,
-            Quarantined(
-                origin=other.origin,
-                topic=topic,
-                reason=ReasonCode.EVENT_ID_CONFLICT,
-                message=f"event_id {event_id} already delivered with other content "
-                f"at {kept.origin.ref}",
-                key=None,
-                value=other.payload,
-                event_id=event_id,
-            ),
-        )
 
 
 class DedupeDeliveries(beam.PTransform):  # type: ignore[misc]

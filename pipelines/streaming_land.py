@@ -29,6 +29,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from connectors.duckdb_stream_sink import RELEASES_SCHEMA, LandingBatch
 from connectors.duckdb_stream_writer import SharedWriter, WriterConfig
+from connectors.origin import SourceRef
 from connectors.stream_offsets import offset_runs, partition_of
 from pipelines import process_state, rows
 from pipelines.model import EPOCH
@@ -92,8 +93,8 @@ class _Buffer:
         positions = []
         for table in _KEYS:
             for row in self.rows[table].values():
-                source, _, offset = str(row["source_ref"]).rpartition("#")
-                positions.append((*partition_of(source), int(offset)))
+                origin = SourceRef.parse(str(row["source_ref"]))
+                positions.append((*partition_of(origin.source), origin.position))
         tables = {
             table: pa.Table.from_pylist(list(found.values()), schema=rows.SCHEMAS[table])
             for table, found in self.rows.items()

@@ -72,39 +72,45 @@ class DedupeFn(beam.DoFn):  # type: ignore[misc]
     `duplicates` row per identical repeat and a quarantine record per conflicting one."""
 
     def process(self, element: tuple[tuple[str, str], Iterable[Accepted]]) -> Iterator[Any]:
-        (topic, event_id), deliveries = element
+        _, deliveries = element
         ordered = sorted(deliveries, key=lambda a: (a.origin.source, a.origin.position))
         kept = ordered[0]
         yield kept
         for other in ordered[1:]:
-            if other.event == kept.event:
-                yield pvalue.TaggedOutput(
-                    DUPLICATES,
-                    {
-                        "source_ref": other.origin.ref,
-                        "topic": topic,
-                        "event_id": event_id,
-                        "kept_source_ref": kept.origin.ref,
-                    },
-                )
-            else:
-                yield pvalue.TaggedOutput(
-                    QUARANTINE,
-                    Quarantined(
-                        origin=other.origin,
-                        topic=topic,
-                        reason=ReasonCode.EVENT_ID_CONFLICT,
-                        message=f"event_id {event_id} already delivered with other content "
-                        f"at {kept.origin.ref}",
-                        key=None,
-                        value=other.payload,
-                        event_id=event_id,
-                    ),
-                )
+            yield repeat_output(other, kept)
 
 
-def _topic_of(accepted: Accepted) -> str:
+def topic_of(accepted: Accepted) -> str:
     return REQUESTS_TOPIC if isinstance(accepted.event, RequestEvent) else ACTIONS_TOPIC
+
+
+def repeat_output(other: Accepted, kept: Accepted) -> Any:
+    """Another delivery of `kept`'s event_id: a `duplicates` row when the event is the
+    same, else a quarantine record (EVENT_ID_CONFLICT) keeping its bytes."""
+    topic, event_id = topic_of(kept), kept.event.event_id
+    if other.event == kept.event:
+        return pvalue.TaggedOutput(
+            DUPLICATES,
+            {
+                "source_ref": other.origin.ref,
+                "topic": topic,
+                "event_id": event_id,
+                "kept_source_ref": kept.origin.ref,
+            },
+        )
+    return pvalue.TaggedOutput(
+        QUARANTINE,
+        Quarantined(
+            origin=other.origin,
+            topic=topic,
+            reason=ReasonCode.EVENT_ID_CONFLICT,
+            message=f"event_id {event_id} already delivered with other content "
+            f"at {kept.origin.ref}",
+            key=None,
+            value=other.payload,
+            event_id=event_id,
+        ),
+    )
 
 
 class DedupeEvents(beam.PTransform):  # type: ignore[misc]
@@ -113,7 +119,7 @@ class DedupeEvents(beam.PTransform):  # type: ignore[misc]
     def expand(self, accepted: Any) -> Any:
         return (
             accepted
-            | "KeyByEventId" >> beam.Map(lambda a: ((_topic_of(a), a.event.event_id), a))
+            | "KeyByEventId" >> beam.Map(lambda a: ((topic_of(a), a.event.event_id), a))
             | "GroupDeliveries" >> beam.GroupByKey()
             | "KeepFirst"
             >> beam.ParDo(DedupeFn()).with_outputs(DUPLICATES, QUARANTINE, main="events")

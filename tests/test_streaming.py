@@ -26,7 +26,9 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from connectors.duckdb_reader import connect_auditor, run_sql
+from connectors.duckdb_sink import table_fingerprints
 from connectors.kafka_publish import PublishSettings, ensure_topics
+from connectors.stream_offsets import merge_runs
 from pipelines.intake import ACTIONS_TOPIC, REQUESTS_TOPIC
 from pipelines.settings import Settings
 
@@ -35,7 +37,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.prism]
 RECORDS = 63_281  # every message of the seed scenario (test_demo holds the account)
 # The seed spans 2017-01 to 2021-05: about 70 s of wall time at this speedup.
 SPEEDUP = 2_000_000.0
-PROVENANCE = {"source_ref", "kept_source_ref", "quarantine_id"}
+PROVENANCE = frozenset({"source_ref", "kept_source_ref", "quarantine_id"})
 AUDIT_TABLES = (
     "request_events",
     "action_events",
@@ -137,25 +139,10 @@ def content_fingerprints(database: Path) -> dict[str, tuple[int, str]]:
     """Row count and md5 of each audit table's rows, provenance columns left out."""
     con = duckdb.connect(str(database), read_only=True)
     try:
-        out = {}
-        for table in AUDIT_TABLES:
-            columns = [
-                name
-                for (name,) in con.execute(
-                    "SELECT column_name FROM duckdb_columns() WHERE table_name = ? "
-                    "ORDER BY column_index",
-                    [table],
-                ).fetchall()
-                if name not in PROVENANCE
-            ]
-            row: Any = con.execute(
-                f"SELECT count(*), md5(string_agg(CAST(r AS VARCHAR), chr(10) ORDER BY "
-                f"CAST(r AS VARCHAR))) FROM (SELECT {', '.join(columns)} FROM {table}) AS r"
-            ).fetchone()
-            out[table] = (int(row[0]), str(row[1]))
-        return out
+        every = table_fingerprints(con, leave_out=PROVENANCE)
     finally:
         con.close()
+    return {table: every[table] for table in AUDIT_TABLES}
 
 
 def _end_offsets(bootstrap: str, prefix: str) -> dict[tuple[str, int], int]:
@@ -178,18 +165,14 @@ def _landed_runs(database: Path) -> dict[tuple[str, int], list[tuple[int, int]]]
         rows = con.execute(
             "SELECT o.topic, o.partition, o.first, o.last FROM batch_ledger, unnest(from_json("
             'offsets, \'[{"topic":"VARCHAR","partition":"INTEGER","first":"BIGINT",'
-            '"last":"BIGINT"}]\')) AS u(o) ORDER BY 1, 2, 3'
+            '"last":"BIGINT"}]\')) AS u(o)'
         ).fetchall()
     finally:
         con.close()
     runs: dict[tuple[str, int], list[tuple[int, int]]] = {}
     for topic, partition, first, last in rows:
-        merged = runs.setdefault((topic, partition), [])
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
-        else:
-            merged.append((first, last))
-    return runs
+        runs.setdefault((topic, partition), []).append((first, last))
+    return {key: list(merge_runs(found)) for key, found in runs.items()}
 
 
 def assert_same_as_batch(database: Path, batch: Path, bootstrap: str, prefix: str) -> None:
