@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 
+from connectors.duckdb_quality import BatchHeld, accepted
 from pipelines.resources import sql_dir
 
 # Tables a batch load replaces, in load order, each with the columns it is stored by.
@@ -32,6 +33,29 @@ AUDIT_TABLES: dict[str, str] = {
     "quarantine": "quarantine_id",
     "duplicate_deliveries": "source_ref",
 }
+
+
+class Outcome(Protocol):
+    @property
+    def passed(self) -> bool: ...
+
+    def describe(self) -> str: ...
+
+
+class BatchGate(Protocol):
+    """What a load needs of the data-quality gate (pipelines.quality_gate.QualityGate)."""
+
+    def evaluate(self, con: duckdb.DuckDBPyConnection, scope: None) -> Any: ...
+
+    def record(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        outcome: Any,
+        *,
+        path: str,
+        batch_ids: Sequence[str],
+        hold: bool,
+    ) -> None: ...
 
 
 class AccountError(RuntimeError):
@@ -95,8 +119,13 @@ def land_batch(
     records_in: int,
     policy_version: str,
     policy_rows: Sequence[Mapping[str, Any]],
+    gate: BatchGate | None = None,
 ) -> LoadReport:
-    """Replace the audit tables with the Parquet files staged as `stage/<table>-*.parquet`."""
+    """Replace the audit tables with the Parquet files staged as `stage/<table>-*.parquet`.
+
+    With a `gate`, a first load of these inputs is validated before it commits: a failure
+    rolls it back, records the validation, holds the run and raises BatchHeld (unless an
+    operator accepted the run: then it lands, its validation recorded)."""
     run_id, inputs_json = run_identity(inputs, policy_version)
     con = connect_writer(database)
     try:
@@ -120,6 +149,15 @@ def land_batch(
                 f"+ quarantined {quarantined}; nothing was committed"
             )
         existing = con.execute("SELECT 1 FROM load_ledger WHERE run_id = ?", [run_id]).fetchone()
+        if existing is None and gate is not None:
+            outcome = gate.evaluate(con, None)
+            if not outcome.passed and not accepted(con, run_id):
+                con.rollback()
+                con.begin()
+                gate.record(con, outcome, path="batch", batch_ids=[run_id], hold=True)
+                con.commit()
+                raise BatchHeld(run_id, outcome.describe())
+            gate.record(con, outcome, path="batch", batch_ids=[run_id], hold=False)
         if existing is None:
             con.execute(
                 "INSERT INTO load_ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -139,6 +177,8 @@ def land_batch(
         return LoadReport(
             database, run_id, records_in, landed, duplicates, quarantined, existing is not None
         )
+    except BatchHeld:
+        raise  # its own transaction committed the hold
     except BaseException:
         con.rollback()
         raise

@@ -27,11 +27,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Protocol, Self
+
+import duckdb
 
 from connectors.duckdb_stream_sink import LandingBatch, StreamSink
 
@@ -50,6 +52,19 @@ class Pending(Protocol):
     def batch(self) -> LandingBatch: ...
 
 
+class Gate(Protocol):
+    def __call__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        batch_ids: Sequence[str],
+        scope: Mapping[str, Sequence[str]],
+    ) -> bool: ...
+
+
+# The key column of each table a validation scope names.
+SCOPE_KEYS = {"request_events": "event_id", "action_events": "event_id", "requests": "request_id"}
+
+
 @dataclass(frozen=True)
 class WriterConfig:
     database: Path
@@ -62,6 +77,10 @@ class WriterConfig:
     # what is landed (e.g. a KafkaOffsetCommitter); must pickle: the config travels to the
     # workers.
     on_landed: Callable[[Mapping[tuple[str, int], int]], None] | None = None
+    # The data-quality gate (e.g. pipelines.quality_gate.QualityGate.check_stream): given
+    # the writer's connection, the batches landed since the last snapshot and their keys per
+    # table, it validates, records, and says whether the snapshot may be published.
+    gate: Gate | None = None
 
 
 class WriterFailed(RuntimeError):
@@ -83,6 +102,9 @@ class SharedWriter:
         self._dirty = False
         self._published_at = -float("inf")
         self._watermark: datetime | None = None
+        # Landed since the last snapshot, not validated yet: batch ids and keys per table.
+        self._unvalidated: list[str] = []
+        self._scope: dict[str, list[str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name=f"duckdb-writer:{config.database.name}", daemon=True
@@ -170,19 +192,33 @@ class SharedWriter:
         if pending is None:
             return False
         with self._use:
-            landed = self._sink.write_batch(pending.batch())
+            batch = pending.batch()
+            landed = self._sink.write_batch(batch)
             if landed:
                 self._dirty = True
+                self._unvalidated.append(batch.batch_id)
+                for table, key in SCOPE_KEYS.items():
+                    if table in batch.tables:
+                        keys = batch.tables[table].column(key).to_pylist()
+                        self._scope.setdefault(table, []).extend(keys)
                 if pending.watermark is not None:
                     wm = pending.watermark
                     self._watermark = wm if self._watermark is None else max(self._watermark, wm)
         return landed
 
     def publish_now(self) -> None:
-        """Refresh backlog_daily up to the landed watermark and publish the snapshot."""
+        """Refresh backlog_daily up to the landed watermark, validate what landed since the
+        last snapshot, and publish the snapshot unless the gate holds it back."""
         with self._use:
             self._sink.refresh_backlog(self._watermark)
-            self._sink.publish_snapshot()
+            publishable = True
+            if self.config.gate is not None:
+                publishable = self.config.gate(
+                    self._sink.connection, list(self._unvalidated), dict(self._scope)
+                )
+                self._unvalidated, self._scope = [], {}
+            if publishable:
+                self._sink.publish_snapshot()
             self._dirty = False
             self._published_at = time.monotonic()
             if self.config.on_landed is not None:

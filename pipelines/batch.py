@@ -25,6 +25,7 @@ from connectors.duckdb_sink import LoadReport, land_batch
 from pipelines import rows
 from pipelines.intake import IntakeRules
 from pipelines.policy import SlaPolicy
+from pipelines.quality_gate import QualityGate
 from pipelines.settings import Settings
 from pipelines.transforms import (
     DUPLICATES,
@@ -130,6 +131,7 @@ def run_batch(
             records_in=records_in,
             policy_version=policy.version,
             policy_rows=policy.rows(),
+            gate=QualityGate.from_settings(settings) if settings.quality_gate else None,
         )
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Locate the project's data directories (`schemas/`, `sql/`).
+"""Locate the project's data directories (`schemas/`, `sql/`, `expectations/`).
 
 In a source checkout (or an editable install) they sit at the top of the repository; in a
 wheel they are shipped inside the package as `pipelines/_resources/`.
@@ -21,6 +21,10 @@ def resource_dir(name: str) -> Path:
 
 def schemas_dir() -> Path:
     return resource_dir("schemas")
+
+
+def expectations_dir() -> Path:
+    return resource_dir("expectations")
 
 
 def sql_dir() -> Path:

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(
         default=1_048_576, gt=0, description="Larger messages are quarantined as oversize."
     )
+    quality_gate: bool = Field(
+        default=True,
+        description="Validate every landed batch with the suites of expectations/ before "
+        "auditors see it (a failing batch is held).",
+    )
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:19092", description="Kafka brokers (`make kafka` listens here)."

@@ -55,6 +55,7 @@ from pipelines import process_state, rows
 from pipelines.intake import Accepted, IntakeRules
 from pipelines.model import ActionEvent, RequestEvent
 from pipelines.policy import SlaPolicy
+from pipelines.quality_gate import QualityGate
 from pipelines.settings import Settings
 from pipelines.streaming_dedupe import NEW_EVENTS, DedupeDeliveries
 from pipelines.streaming_land import DUPLICATE, EVENT, QUARANTINE, RELEASE, Land
@@ -191,6 +192,9 @@ def run_streaming(
             plan.run,
             on_landed=KafkaOffsetCommitter(source.consumer_config(), settings.kafka_group_id)
             if settings.kafka_group_id
+            else None,
+            gate=QualityGate.from_settings(settings).check_stream
+            if settings.quality_gate
             else None,
         )
         log.info("run %d starts at %s", plan.run, dict(plan.start_offsets))
