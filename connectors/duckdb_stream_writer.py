@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import ClassVar, Protocol, Self
 
 import duckdb
+from kafka.errors import KafkaError
 
 from connectors.duckdb_stream_sink import LandingBatch, StreamSink
+from connectors.quarantine_topic import QuarantineForwarder, QuarantineTopicError
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,9 @@ class WriterConfig:
     # the writer's connection, the batches landed since the last snapshot and their keys per
     # table, it validates, records, and says whether the snapshot may be published.
     gate: Gate | None = None
+    # Copies new quarantine rows to the quarantine topic after each landing (at least once;
+    # DuckDB stays the record of truth, so a broker failure is logged and retried).
+    quarantine: QuarantineForwarder | None = None
 
 
 class WriterFailed(RuntimeError):
@@ -201,10 +206,19 @@ class SharedWriter:
                     if table in batch.tables:
                         keys = batch.tables[table].column(key).to_pylist()
                         self._scope.setdefault(table, []).extend(keys)
+                self._forward_quarantine()
                 if pending.watermark is not None:
                     wm = pending.watermark
                     self._watermark = wm if self._watermark is None else max(self._watermark, wm)
         return landed
+
+    def _forward_quarantine(self) -> None:
+        if self.config.quarantine is None:
+            return
+        try:
+            self.config.quarantine.forward(self._sink.connection)
+        except (QuarantineTopicError, KafkaError) as error:
+            log.warning("quarantine topic: %s (retried after the next landing)", error)
 
     def publish_now(self) -> None:
         """Refresh backlog_daily up to the landed watermark, validate what landed since the
@@ -237,4 +251,7 @@ class SharedWriter:
                     self.publish_now()
         finally:
             with self._use:
+                if self.config.quarantine is not None:
+                    self._forward_quarantine()
+                    self.config.quarantine.close()
                 self._sink.close()

@@ -1,4 +1,5 @@
-"""The `removal-audit` command: generate, run, sql, fingerprint, demo."""
+"""The `removal-audit` command: generate, run, publish, sql, fingerprint, demo, quarantine,
+validate."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from connectors.duckdb_quality import BatchHeld
 from connectors.duckdb_reader import QueryError
 from connectors.errors import KafkaSourceError
+from pipelines import quarantine_cli, validate_cli
 from pipelines.settings import Settings
+from pipelines.validate_cli import ValidationUnavailable
 
 DEFAULT_SCENARIO = "roskomnadzor-twitter-2021"
 
@@ -263,6 +267,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=2021)
     d.add_argument("--data-dir", type=Path)
     d.set_defaults(func=cmd_demo)
+
+    quarantine_cli.add_parser(sub)
+    validate_cli.add_parser(sub)
     return p
 
 
@@ -276,7 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (QueryError, FileNotFoundError, KafkaSourceError) as error:
+    except BatchHeld as error:
+        print(f"removal-audit: {error}", file=sys.stderr)
+        return 3
+    except (QueryError, FileNotFoundError, KafkaSourceError, ValidationUnavailable) as error:
         print(f"removal-audit: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # a duckdb error in an auditor's query is not a crash

@@ -76,9 +76,11 @@ def run_sql_command(
     canned: str | None,
     params: dict[str, str],
     fmt: str,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
-    """The `sql` subcommand; returns the exit status."""
+    """The `sql` subcommand; returns the exit status. Writes to `out` (default: the
+    current sys.stdout, looked up at call time)."""
+    out = sys.stdout if out is None else out
     sources = [s for s in (statement, file, canned) if s is not None]
     if len(sources) > 1:
         raise QueryError("give one of: a statement, --file, --canned")

@@ -50,6 +50,7 @@ from connectors.kafka_source import (
     source_settings,
 )
 from connectors.origin import SourceRef
+from connectors.quarantine_topic import QuarantineForwarder, QuarantineTopicSettings
 from connectors.stream_offsets import PartitionKey
 from pipelines import process_state, rows
 from pipelines.intake import Accepted, IntakeRules
@@ -193,6 +194,7 @@ def run_streaming(
             on_landed=KafkaOffsetCommitter(source.consumer_config(), settings.kafka_group_id)
             if settings.kafka_group_id
             else None,
+            quarantine=QuarantineForwarder(QuarantineTopicSettings.from_source(source)),
             gate=QualityGate.from_settings(settings).check_stream
             if settings.quality_gate
             else None,

@@ -1,0 +1,466 @@
+"""Quarantine on Kafka: every quarantined record, byte for byte, on the topic
+`<prefix>removal.quarantine`; and the replay of quarantined records to their source topics.
+
+DuckDB's `quarantine` table is the record of truth. The topic is a copy for consumers that
+alert on refused records or repair them without reading DuckDB. `QuarantineForwarder` is a
+transactional outbox over that table: it produces the quarantine rows that
+`quarantine_forwarded` does not hold yet, waits for the broker's acknowledgements (acks=all,
+idempotent producer), then records where each was written, all in one DuckDB transaction.
+
+Delivery is at least once. A crash (or a failed DuckDB commit) after the acknowledgements
+and before the record re-sends those rows on the next call, so the topic can hold one
+quarantine row twice: consumers dedupe by the `removal-audit.quarantine-id` header (the
+quarantine_id, i.e. the source position, unique per refused record). Nothing is skipped: a
+row counts as forwarded only once the broker acknowledged it. The one exception is a row the
+producer or broker refuses for good (larger than the topic's message limit, e.g. an OVERSIZE
+record): it is recorded with its refusal and no position, stays in DuckDB only, and is not
+retried.
+
+One record per quarantine row:
+    key      the original record key (quarantine.raw_key; none when it had none)
+    value    the original bytes (quarantine.raw_value), byte for byte
+    headers  (values UTF-8)
+        removal-audit.quarantine-id  "demo.removal.requests/2#17"  quarantine.quarantine_id
+        removal-audit.reason-code    "TRUNCATED"                   connectors.errors.ReasonCode
+        removal-audit.message        "payload ends at byte 9..."   for humans
+        removal-audit.source-topic   "removal.requests"            logical topic (quarantine.topic)
+        removal-audit.source-ref     "demo.removal.requests/2#17"  Kafka topic/partition#offset,
+                                                                   or file#position
+        removal-audit.event-id       "rq-5"                        only when it could be read
+
+Like `removal-audit publish`, which creates the topics it writes, the forwarder creates its
+topic when missing (3 partitions, replication factor 1 by default; create it beforehand to
+choose otherwise); the streaming source, a reader, refuses missing topics instead.
+
+A replay (`produce_replays`, for `removal-audit quarantine replay`) produces records back to
+their source topics with key and value unchanged and one header, `removal-audit.replay-of` =
+quarantine_id. It creates no topic: a missing source topic means the wrong broker or prefix.
+
+Example (the streaming writer thread, after each landing):
+    forwarder = QuarantineForwarder(QuarantineTopicSettings.from_source(source))
+    forwarder.forward(con)   # -> rows forwarded; 0 and a count(*) when nothing is new
+    forwarder.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import duckdb
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
+
+if TYPE_CHECKING:
+    from connectors.kafka_source import KafkaSourceSettings
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_TOPIC = "removal.quarantine"
+
+HEADER_QUARANTINE_ID = "removal-audit.quarantine-id"
+HEADER_REASON_CODE = "removal-audit.reason-code"
+HEADER_MESSAGE = "removal-audit.message"
+HEADER_SOURCE_TOPIC = "removal-audit.source-topic"
+HEADER_SOURCE_REF = "removal-audit.source-ref"
+HEADER_EVENT_ID = "removal-audit.event-id"
+HEADER_REPLAY_OF = "removal-audit.replay-of"
+
+# kafka-python connection options shared by producers and admin clients (consumer_config()
+# of the streaming source holds the same names).
+_CONNECTION_OPTIONS = (
+    *("security_protocol", "ssl_check_hostname", "sasl_mechanism"),
+    *("sasl_plain_username", "sasl_plain_password"),
+    *("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"),
+)
+# Refusals that a retry cannot change: the record is larger than the limits allow.
+_PERMANENT = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+# Rows not forwarded yet, in source order (source, then numeric position).
+_PENDING_SQL = """
+SELECT q.quarantine_id, q.topic, q.source_ref, q.reason_code, q.message, q.event_id,
+       q.raw_key, q.raw_value
+FROM quarantine AS q ANTI JOIN quarantine_forwarded AS f USING (quarantine_id)
+ORDER BY regexp_extract(q.source_ref, '^(.*)#', 1),
+         TRY_CAST(regexp_extract(q.source_ref, '#([0-9]+)$', 1) AS BIGINT),
+         q.quarantine_id
+LIMIT ?
+"""
+
+_RECORD_SQL = """
+INSERT OR IGNORE INTO quarantine_forwarded
+SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::INTEGER[]), unnest(?::BIGINT[]),
+       ?::TIMESTAMPTZ, unnest(?::VARCHAR[])
+"""
+
+
+class QuarantineTopicError(RuntimeError):
+    """The broker did not take every record (or a replay's topic is missing)."""
+
+
+@dataclass(frozen=True)
+class QuarantineTopicSettings:
+    """Where and how to produce. Example: QuarantineTopicSettings("127.0.0.1:19092",
+    topic_prefix="demo.") writes to "demo.removal.quarantine".
+
+    `security`: kafka-python's security options as they are (security_protocol, sasl_*,
+    ssl_*), left out of repr; `from_source` and `from_settings` fill them. `max_records`:
+    at most this many rows per `forward` call, so a large backlog (the first run over an old
+    database) is forwarded over several calls rather than holding the writer for long.
+    """
+
+    bootstrap_servers: str
+    topic_prefix: str = ""
+    security: Mapping[str, Any] = field(default_factory=dict, repr=False, hash=False)
+    partitions: int = 3  # for the topic this creates
+    replication_factor: int = 1
+    client_id: str = "removal-audit-quarantine"
+    timeout_s: float = 60.0
+    max_records: int = 10_000
+
+    def __post_init__(self) -> None:
+        unknown = set(self.security) - set(_CONNECTION_OPTIONS)
+        if unknown:
+            raise ValueError(f"not a connection option: {', '.join(sorted(unknown))}")
+        # A private copy: the settings travel pickled to workers and must not change under them.
+        object.__setattr__(self, "security", dict(self.security))
+        if self.timeout_s <= 0 or self.max_records <= 0:
+            raise ValueError("timeout_s and max_records must be > 0")
+
+    @classmethod
+    def from_source(cls, source: KafkaSourceSettings, **overrides: Any) -> QuarantineTopicSettings:
+        """The streaming source's broker, prefix and security options."""
+        config = source.consumer_config()
+        given: dict[str, Any] = {
+            "bootstrap_servers": source.bootstrap_servers,
+            "topic_prefix": source.topic_prefix,
+            "security": {k: config[k] for k in _CONNECTION_OPTIONS if k in config},
+        }
+        return cls(**{**given, **overrides})
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> QuarantineTopicSettings:
+        """From the project's `pipelines.settings.Settings` (as `source_settings` reads it)."""
+
+        def secret(value: Any) -> str | None:
+            return None if value is None else str(value.get_secret_value())
+
+        security = {
+            "security_protocol": settings.kafka_security_protocol,
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": secret(settings.kafka_sasl_password),
+            "ssl_cafile": settings.kafka_ssl_cafile,
+            "ssl_certfile": settings.kafka_ssl_certfile,
+            "ssl_keyfile": settings.kafka_ssl_keyfile,
+            "ssl_password": secret(settings.kafka_ssl_password),
+        }
+        given: dict[str, Any] = {
+            "bootstrap_servers": settings.kafka_bootstrap_servers,
+            "topic_prefix": settings.kafka_topic_prefix,
+            "security": {k: v for k, v in security.items() if v is not None},
+        }
+        return cls(**{**given, **overrides})
+
+    @property
+    def topic(self) -> str:
+        return self.topic_prefix + QUARANTINE_TOPIC
+
+    def admin_config(self) -> dict[str, Any]:
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "request_timeout_ms": int(self.timeout_s * 1000),
+            **self.security,
+        }
+
+    def producer_config(self) -> dict[str, Any]:
+        delivery_ms = int(self.timeout_s * 1000)
+        return {
+            **self.admin_config(),
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 5,
+            # A send gives up within timeout_s, so flush() sees every outcome.
+            "delivery_timeout_ms": delivery_ms,
+            "request_timeout_ms": max(1_000, delivery_ms // 2),
+            "max_block_ms": delivery_ms,
+            # A missing topic is created on purpose (the forwarder) or refused (a replay).
+            "allow_auto_create_topics": False,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One record to produce: `quarantine_id` names the row it comes from."""
+
+    quarantine_id: str
+    topic: str  # the Kafka topic, prefix included
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """Where the broker acknowledged a record, or why it refused it (`error`)."""
+
+    quarantine_id: str
+    topic: str
+    partition: int | None
+    offset: int | None
+    error: BaseException | None = None
+
+    @property
+    def position(self) -> str:
+        """ "topic/partition#offset", the project's source_ref form."""
+        return f"{self.topic}/{self.partition}#{self.offset}"
+
+
+def quarantine_headers(row: Mapping[str, Any]) -> tuple[tuple[str, bytes], ...]:
+    """The headers of a quarantine row (a dict with the `quarantine` table's columns)."""
+    headers = [
+        (HEADER_QUARANTINE_ID, row["quarantine_id"]),
+        (HEADER_REASON_CODE, row["reason_code"]),
+        (HEADER_MESSAGE, row["message"]),
+        (HEADER_SOURCE_TOPIC, row["topic"]),
+        (HEADER_SOURCE_REF, row["source_ref"]),
+    ]
+    if row.get("event_id") is not None:
+        headers.append((HEADER_EVENT_ID, row["event_id"]))
+    return tuple((name, str(value).encode()) for name, value in headers)
+
+
+def ensure_topic(settings: QuarantineTopicSettings) -> None:
+    """Create `settings.topic` unless it exists."""
+    admin = KafkaAdminClient(**settings.admin_config())
+    try:
+        if settings.topic not in set(admin.list_topics()):
+            # Created meanwhile by another writer: what we wanted.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(
+                    [NewTopic(settings.topic, settings.partitions, settings.replication_factor)]
+                )
+            log.info("created topic %s", settings.topic)
+    finally:
+        admin.close()
+
+
+def missing_topics(settings: QuarantineTopicSettings, topics: Sequence[str]) -> list[str]:
+    admin = KafkaAdminClient(**settings.admin_config())
+    try:
+        return sorted(set(topics) - set(admin.list_topics()))
+    finally:
+        admin.close()
+
+
+def produce(
+    producer: KafkaProducer, records: Sequence[Outgoing], timeout_s: float
+) -> list[Written]:
+    """Send `records` and wait for every outcome: one `Written` each, in order, with the
+    partition and offset the broker acknowledged, or the error."""
+    futures: list[tuple[Outgoing, Any]] = []
+    for record in records:
+        try:
+            future: Any = producer.send(
+                record.topic, key=record.key, value=record.value, headers=list(record.headers)
+            )
+        except KafkaError as refused:  # e.g. larger than max_request_size, raised at once
+            future = refused
+        futures.append((record, future))
+    # On a timeout, the futures still pending are reported as not acknowledged below.
+    with contextlib.suppress(KafkaTimeoutError):
+        producer.flush(timeout=timeout_s)
+    written = []
+    for record, future in futures:
+        error: BaseException | None
+        if isinstance(future, BaseException):
+            error = future
+        elif not future.is_done:
+            error = KafkaTimeoutError(f"not acknowledged within {timeout_s:g} s")
+        elif future.failed():
+            error = future.exception
+        else:
+            meta = future.value
+            written.append(Written(record.quarantine_id, meta.topic, meta.partition, meta.offset))
+            continue
+        written.append(Written(record.quarantine_id, record.topic, None, None, error))
+    return written
+
+
+class QuarantineForwarder:
+    """Forwards new quarantine rows to the quarantine topic (see the module docstring).
+
+    Create it once and reuse it: the producer is created on first use and kept; a pickled
+    forwarder travels without it (the writer's config goes to Beam workers). Use it from
+    one thread at a time, with the writer's connection, outside any open transaction.
+    """
+
+    def __init__(self, settings: QuarantineTopicSettings) -> None:
+        self.settings = settings
+        self._producer: KafkaProducer | None = None
+        self._topic_ready = False
+        # count(*) of quarantine when the last call left nothing to forward. In the writer's
+        # process the table only grows (landings insert new ids, replace rows by id), so an
+        # unchanged count means nothing new and the anti-join can be skipped: a count(*)
+        # costs ~1 ms where the anti-join over a million rows costs ~150 ms.
+        self._settled_count: int | None = None
+
+    def forward(self, con: duckdb.DuckDBPyConnection) -> int:
+        """Produce every quarantine row of `con` that quarantine_forwarded lacks (at most
+        settings.max_records per call), wait for the acknowledgements, record them in one
+        transaction; return how many were forwarded. Raises QuarantineTopicError when some
+        were not acknowledged: the others are recorded first, the rest go with the next call.
+        """
+        count = _scalar(con, "SELECT count(*) FROM quarantine")
+        if count == self._settled_count:
+            return 0
+        cursor = con.execute(_PENDING_SQL, [self.settings.max_records])
+        columns = [d[0] for d in cursor.description or ()]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        if not rows:
+            self._settled_count = count
+            return 0
+        outgoing = [
+            Outgoing(
+                row["quarantine_id"],
+                self.settings.topic,
+                row["raw_key"],
+                row["raw_value"],
+                quarantine_headers(row),
+            )
+            for row in rows
+        ]
+        try:
+            producer = self._ready_producer()
+        except KafkaError as error:  # no broker, no topic: all rows go with the next call
+            raise QuarantineTopicError(
+                f"cannot produce to {self.settings.topic}: {error!r}"
+            ) from error
+        written = produce(producer, outgoing, self.settings.timeout_s)
+        acked = [w for w in written if w.error is None]
+        refused = [w for w in written if isinstance(w.error, _PERMANENT)]
+        failed = [w for w in written if w.error is not None and not isinstance(w.error, _PERMANENT)]
+        self._record(con, acked, refused)
+        for w in refused:
+            log.error("quarantine row %s stays in DuckDB only: %s", w.quarantine_id, w.error)
+        if failed:
+            self._discard_producer()  # in an unknown state: the retry gets a new one
+            raise QuarantineTopicError(
+                f"{len(failed)} of {len(written)} quarantine records were not acknowledged "
+                f"by {self.settings.topic} (retried by the next call); first: {failed[0].error!r}"
+            )
+        if len(rows) < self.settings.max_records:
+            self._settled_count = count
+        return len(acked)
+
+    def close(self) -> None:
+        self._discard_producer()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Travels pickled to the workers: without its connection or what it learnt there.
+        return {**self.__dict__, "_producer": None, "_topic_ready": False, "_settled_count": None}
+
+    def _ready_producer(self) -> KafkaProducer:
+        if not self._topic_ready:
+            ensure_topic(self.settings)
+            self._topic_ready = True
+        if self._producer is None:
+            self._producer = KafkaProducer(**self.settings.producer_config())
+        return self._producer
+
+    def _discard_producer(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            producer.close(timeout=self.settings.timeout_s)
+
+    @staticmethod
+    def _record(
+        con: duckdb.DuckDBPyConnection, acked: Sequence[Written], refused: Sequence[Written]
+    ) -> None:
+        done = [*acked, *refused]
+        if not done:
+            return
+        con.begin()
+        try:
+            con.execute(
+                _RECORD_SQL,
+                [
+                    [w.quarantine_id for w in done],
+                    [w.topic for w in done],
+                    [w.partition for w in done],
+                    [w.offset for w in done],
+                    datetime.now(UTC),
+                    [None if w.error is None else repr(w.error) for w in done],
+                ],
+            )
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+
+
+class Replay(NamedTuple):
+    """A quarantined record going back to `topic` (the Kafka topic, prefix included)."""
+
+    quarantine_id: str
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+def produce_replays(settings: QuarantineTopicSettings, records: Sequence[Replay]) -> list[Written]:
+    """Produce `records`, key and value unchanged, each with the header
+    removal-audit.replay-of = its quarantine_id; return where each was written.
+
+    Creates no topic: raises QuarantineTopicError before producing anything when a topic is
+    missing, and after producing when any record was not acknowledged (the error lists the
+    ones that were, so that the operator knows what went out)."""
+    outgoing = [
+        Outgoing(qid, topic, key, value, ((HEADER_REPLAY_OF, qid.encode()),))
+        for qid, topic, key, value in records
+    ]
+    if not outgoing:
+        return []
+    try:
+        missing = missing_topics(settings, sorted({o.topic for o in outgoing}))
+        if not missing:
+            producer = KafkaProducer(**settings.producer_config())
+    except KafkaError as error:
+        raise QuarantineTopicError(
+            f"cannot reach {settings.bootstrap_servers}: {error!r}; nothing was produced"
+        ) from error
+    if missing:
+        raise QuarantineTopicError(
+            f"no such topic: {', '.join(missing)} (a replay creates none: check "
+            "--bootstrap-servers and --topic-prefix); nothing was produced"
+        )
+    try:
+        written = produce(producer, outgoing, settings.timeout_s)
+    finally:
+        producer.close(timeout=settings.timeout_s)
+    failed = [w for w in written if w.error is not None]
+    if failed:
+        done = ", ".join(f"{w.quarantine_id} -> {w.position}" for w in written if w.error is None)
+        raise QuarantineTopicError(
+            f"{len(failed)} of {len(written)} replayed records were not acknowledged; first: "
+            f"{failed[0].quarantine_id}: {failed[0].error!r}; acknowledged: {done or 'none'}"
+        )
+    return written
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    # fetchall, not fetchone: a half-read result would block the writer's next statement.
+    ((value,),) = con.execute(sql).fetchall()
+    return int(value)
