@@ -35,13 +35,6 @@ AUDIT_TABLES: dict[str, str] = {
 }
 
 
-class Outcome(Protocol):
-    @property
-    def passed(self) -> bool: ...
-
-    def describe(self) -> str: ...
-
-
 class BatchGate(Protocol):
     """What a load needs of the data-quality gate (pipelines.quality_gate.QualityGate)."""
 
@@ -74,6 +67,8 @@ class LoadReport:
     duplicates: int
     quarantined: int
     replayed: bool
+    # What the data-quality gate said, for humans (e.g. "5 suites, 35 expectations passed").
+    validation: str = "not validated"
 
     @property
     def balanced(self) -> bool:
@@ -149,8 +144,10 @@ def land_batch(
                 f"+ quarantined {quarantined}; nothing was committed"
             )
         existing = con.execute("SELECT 1 FROM load_ledger WHERE run_id = ?", [run_id]).fetchone()
+        validation = "not validated" if existing is None else "validated when first loaded"
         if existing is None and gate is not None:
             outcome = gate.evaluate(con, None)
+            validation = outcome.summary()
             if not outcome.passed and not accepted(con, run_id):
                 con.rollback()
                 con.begin()
@@ -175,7 +172,14 @@ def land_batch(
             )
         con.commit()
         return LoadReport(
-            database, run_id, records_in, landed, duplicates, quarantined, existing is not None
+            database,
+            run_id,
+            records_in,
+            landed,
+            duplicates,
+            quarantined,
+            existing is not None,
+            validation,
         )
     except BatchHeld:
         raise  # its own transaction committed the hold

@@ -67,6 +67,15 @@ class GateOutcome:
             },
         }
 
+    def summary(self) -> str:
+        """One line. Example: "5 suites, 35 expectations: passed (validation 9f2c...)"."""
+        expectations = sum(r.evaluated for r in self.results)
+        verdict = "passed" if self.passed else f"FAILED ({', '.join(self.failed_suites)})"
+        return (
+            f"{len(self.results)} suites, {expectations} expectations: {verdict} "
+            f"(validation {self.validation_id})"
+        )
+
     def describe(self) -> str:
         lines = []
         for r in self.results:

@@ -79,6 +79,7 @@ def print_account(report: LoadReport, out: TextIO) -> None:
         f"+ {report.duplicates:,} duplicate deliveries + {report.quarantined:,} quarantined "
         f"({'balanced' if report.balanced else 'NOT BALANCED'})\n"
     )
+    out.write(f"data-quality gate: {report.validation}\n")
     if report.replayed:
         out.write("same inputs as an earlier load: tables rewritten identically\n")
     out.write(f"database: {report.database}\n")

@@ -128,3 +128,24 @@ def test_replay_leaves_identical_tables(demo: tuple[Settings, str]) -> None:
         assert table_fingerprints(con) == before
     finally:
         con.close()
+
+
+def test_the_demo_load_passed_the_data_quality_gate(demo: tuple[Settings, str]) -> None:
+    settings, report = demo
+    assert "data-quality gate: 5 suites, 35 expectations: passed (validation " in report
+    rows = _sql(
+        settings,
+        "SELECT suite, path, scope, success, rows_checked FROM batch_validations ORDER BY suite",
+    )
+    assert [(s, p, sc, ok) for s, p, sc, ok, _ in rows] == [
+        (suite, "batch", "all", True)
+        for suite in (
+            "action_events",
+            "backlog_daily",
+            "lifecycle_transitions",
+            "request_events",
+            "requests",
+        )
+    ]
+    assert dict((s, n) for s, *_, n in rows)["requests"] == 30_420
+    assert _sql(settings, "SELECT count(*) FROM batch_holds") == [(0,)]
