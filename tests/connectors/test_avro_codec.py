@@ -28,6 +28,7 @@ from connectors.avro_codec import (
 from connectors.errors import DecodeError, ReasonCode
 from connectors.schema_store import SchemaStore, SchemaVersion, schema_fingerprint
 from pipelines.resources import schemas_dir
+from tests.fuzzing import FRAMINGS, payloads_of, records_for, writers_of
 
 REQUESTS = "removal.requests-value"
 ACTIONS = "removal.actions-value"
@@ -209,74 +210,13 @@ def everything_payload(offset: int, old_len: int, new: bytes) -> bytes:
     return confluent(body, 900)
 
 
-# --- hypothesis strategies from a parsed schema ----------------------------------------
+# --- generated payloads (strategies shared with the intake fuzz tests) -----------------
 
-_PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
-MILLIS = st.datetimes(
-    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
-).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))
-TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
+WRITERS = writers_of(FUZZ_STORE)
 
 
-def strategy_for(schema: Any, named: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
-    """Values valid for a fastavro-parsed `schema`; `named` collects named types."""
-    if isinstance(schema, list):
-        return st.one_of(*[strategy_for(branch, named) for branch in schema])
-    if isinstance(schema, str):
-        if schema not in _PRIMITIVES:
-            return st.deferred(lambda: named[schema])
-        schema = {"type": schema}
-    kind = schema["type"]
-    if schema.get("logicalType") == "timestamp-millis":
-        return MILLIS
-    simple: dict[str, st.SearchStrategy[Any]] = {
-        "null": st.none(),
-        "boolean": st.booleans(),
-        "int": st.integers(-(2**31), 2**31 - 1),
-        "long": st.integers(-(2**63), 2**63 - 1),
-        "float": st.floats(width=32, allow_nan=False),
-        "double": st.floats(allow_nan=False),
-        "bytes": st.binary(max_size=30),
-        "string": TEXT,
-    }
-    if kind in simple:
-        return simple[kind]
-    if kind == "enum":
-        named[schema["name"]] = st.sampled_from(schema["symbols"])
-    elif kind == "fixed":
-        named[schema["name"]] = st.binary(min_size=schema["size"], max_size=schema["size"])
-    elif kind == "array":
-        return st.lists(strategy_for(schema["items"], named), max_size=4)
-    elif kind == "map":
-        return st.dictionaries(TEXT, strategy_for(schema["values"], named), max_size=4)
-    elif kind == "record":
-        holder: dict[str, st.SearchStrategy[Any]] = {}
-        named[schema["name"]] = st.deferred(lambda: holder["record"])
-        holder["record"] = st.fixed_dictionaries(
-            {f["name"]: strategy_for(f["type"], named) for f in schema["fields"]}
-        )
-    return named[schema["name"]]
-
-
-def records_for(sv: SchemaVersion) -> st.SearchStrategy[dict[str, Any]]:
-    return strategy_for(sv.schema, {})
-
-
-FRAMINGS = {"single-object": encode_single_object, "confluent": encode_confluent}
-WRITERS = [
-    (sv, framing)
-    for subject in FUZZ_STORE.subjects()
-    for sv in FUZZ_STORE.versions(subject)
-    for framing in FRAMINGS
-    if framing == "single-object" or sv.registry_id is not None
-]
-
-
-@st.composite
-def valid_payloads(draw: st.DrawFn) -> tuple[SchemaVersion, bytes]:
-    sv, framing = draw(st.sampled_from(WRITERS))
-    record = draw(records_for(sv))
-    return sv, FRAMINGS[framing](record, sv.subject, FUZZ_STORE, sv.version)
+def valid_payloads() -> st.SearchStrategy[tuple[SchemaVersion, bytes]]:
+    return payloads_of(FUZZ_STORE, WRITERS)
 
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
