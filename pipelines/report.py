@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import duckdb
+
 from connectors.duckdb_reader import canned_queries, connect_auditor, run_sql
 from connectors.duckdb_sink import LoadReport
 from pipelines.scenarios.generator import PublishedFigure
@@ -85,6 +87,19 @@ def print_account(report: LoadReport, out: TextIO) -> None:
     out.write(f"database: {report.database}\n")
 
 
+def print_orphans(con: duckdb.DuckDBPyConnection, database: Path, out: TextIO) -> None:
+    """Actions on content no request targets: kept (not quarantined), reported when still
+    unmatched after the canned query's grace period."""
+    _, rows = run_sql(con, "SELECT count(*) FROM orphan_actions")
+    query = canned_queries()["unmatched_orphan_actions"]
+    _, unmatched = run_sql(con, query.sql, query.bind({}))
+    command = " ".join([_cli(), "sql", "--db", shlex.quote(str(database)), "--canned", query.name])
+    out.write(
+        f"orphan actions (no request on their content): {rows[0][0]:,}, "
+        f"{len(unmatched):,} unmatched after {query.params['grace_days']} days: {command}\n"
+    )
+
+
 def print_figures(checks: list[FigureCheck], out: TextIO) -> None:
     headers = ("as of", "figure", "published", "computed", "match")
     table = [
@@ -126,6 +141,7 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, out: TextIO) -> in
     con = connect_auditor(settings.database)
     try:
         checks = [check_figure(con, f, settings.database) for f in figures]
+        print_orphans(con, settings.database, out)
     finally:
         con.close()
     out.write("\n3. published figures vs the pipeline's SQL (read-only auditor connection):\n\n")
