@@ -34,7 +34,7 @@ from apache_beam.coders import PickleCoder
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration
 from kafka import KafkaConsumer, TopicPartition
 
 from connectors.avro_codec import decode
@@ -44,6 +44,7 @@ from connectors.kafka_watermark import (
     EventTimeWatermark,
     PartitionKey,
     WatermarkState,
+    element_stamp,
 )
 from connectors.origin import SourceRef
 from connectors.schema_store import SchemaStore
@@ -373,17 +374,11 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):  # type: ignore[m
         message = RawMessage(element.logical_topic, record.key, value, arrival)
         origin = SourceRef(f"{element.topic}/{element.partition}", record.offset)
         moment = event_time(message, self._store)
-        if moment is not None:
-            event_us = epoch_micros(moment)
-            # An event time beyond the allowed skew is quarantined as in the future; letting
-            # it move the watermark would make every later event late.
-            if event_us <= (time.time() + self._settings.max_clock_skew_s) * _MICROS:
-                wm.observe_event(event_us)
-            stamp = Timestamp(micros=event_us)
-        elif arrival_us is not None:
-            stamp = Timestamp(micros=arrival_us)
-        else:
-            stamp = wm.current_watermark()
+        event_us = None if moment is None else epoch_micros(moment)
+        limit_us = int((time.time() + self._settings.max_clock_skew_s) * _MICROS)
+        stamp, observed = element_stamp(event_us, arrival_us, limit_us, wm.current_watermark())
+        if observed:
+            wm.observe_event(stamp.micros)
         return TimestampedValue((origin, message), stamp)
 
     def _consumer_at(self, tp: TopicPartition, offset: int) -> KafkaConsumer:

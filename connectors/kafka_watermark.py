@@ -133,3 +133,25 @@ class EventTimeWatermark(WatermarkEstimator):  # type: ignore[misc]
 
     def get_estimator_state(self) -> WatermarkState:
         return self._state
+
+
+def element_stamp(
+    event_us: int | None, arrival_us: int | None, limit_us: int, watermark: Timestamp
+) -> tuple[Timestamp, bool]:
+    """(timestamp of a read record, whether its event time moves the watermark).
+
+    A record is stamped with its event time; one without (undecodable) with its Kafka
+    arrival time; one with neither, or whose time lies beyond `limit_us` (now + the allowed
+    clock skew), with the partition's current watermark. Intake quarantines a record so far
+    ahead (TIMESTAMP_IN_FUTURE); stamped with that time it would not land before the
+    watermark got there: a stateful stage holds back elements stamped after its pending
+    timers (the landing stage always has its next daily tick pending), so a record dated
+    2100 would wait for 2100. Nor may it move the watermark: every later event would be late.
+
+    Example: element_stamp(None, 5, 10, Timestamp(micros=3)) == (Timestamp(micros=5), False)
+    """
+    if event_us is not None and event_us <= limit_us:
+        return Timestamp(micros=event_us), True
+    if event_us is None and arrival_us is not None and arrival_us <= limit_us:
+        return Timestamp(micros=arrival_us), False
+    return watermark, False

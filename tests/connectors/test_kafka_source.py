@@ -37,7 +37,12 @@ from connectors.kafka_source import (
     event_time,
     list_partition_reads,
 )
-from connectors.kafka_watermark import EventTimeWatermark, PeerWatermarks, WatermarkState
+from connectors.kafka_watermark import (
+    EventTimeWatermark,
+    PeerWatermarks,
+    WatermarkState,
+    element_stamp,
+)
 from connectors.origin import SourceRef
 from connectors.schema_store import SchemaStore
 from pipelines.model import RequestEventType
@@ -392,3 +397,17 @@ def test_reads_every_record_once_and_resumes_from_offsets(
 
     seconds = _run(prism_location, second_half)
     print(f"resumed: read {len(rest)} records in {seconds:.1f} s")
+
+
+def test_records_intake_will_refuse_as_in_the_future_are_stamped_at_the_watermark() -> None:
+    watermark, limit = Timestamp(micros=1_000), 5_000
+    # An event time within the skew: its own, and it moves the watermark.
+    assert element_stamp(4_000, 900, limit, watermark) == (Timestamp(micros=4_000), True)
+    assert element_stamp(5_000, None, limit, watermark) == (Timestamp(micros=5_000), True)
+    # Beyond it (quarantined as TIMESTAMP_IN_FUTURE): the watermark, which it does not move;
+    # stamped 2100 it would wait behind the landing stage's timers until 2100.
+    assert element_stamp(5_001, 900, limit, watermark) == (watermark, False)
+    # Undecodable: the arrival time, unless that too lies beyond the skew (producer-set).
+    assert element_stamp(None, 900, limit, watermark) == (Timestamp(micros=900), False)
+    assert element_stamp(None, 9_000, limit, watermark) == (watermark, False)
+    assert element_stamp(None, None, limit, watermark) == (watermark, False)
