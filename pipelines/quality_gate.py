@@ -92,11 +92,17 @@ class GateOutcome:
 class QualityGate:
     def __init__(self, runner: SuiteRunner) -> None:
         self.runner = runner
+        # Stream batches whose first check failed, checked again before they are held.
+        self._suspect: tuple[list[str], dict[str, list[str]]] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, docs_dir: Path | None = None) -> QualityGate:
         return cls(
-            SuiteRunner(load_suites(), suite_parameters(settings.max_clock_skew_seconds), docs_dir)
+            SuiteRunner(
+                load_suites(),
+                suite_parameters(settings.max_clock_skew_seconds, settings.schemas_dir),
+                docs_dir,
+            )
         )
 
     def evaluate(
@@ -165,20 +171,44 @@ class QualityGate:
     ) -> bool:
         """The streaming writer's gate: validate the batches landed since the last snapshot
         (every row while anything is held), record it in one transaction, and say whether
-        the snapshot may be published."""
+        the snapshot may be published.
+
+        A first failure holds nothing yet: rows of one history travel by different paths
+        (an event row directly, its request's release through the lifecycle stage) and can
+        land in consecutive micro-batches, so a reference may be missing for a moment. The
+        snapshot waits, and the next check covers those batches again with the new ones;
+        a failure that persists holds them all and raises the alert."""
         held = dq.open_holds(con)
-        outcome = self.evaluate(con, None if held else scope)
+        ids, keys = list(batch_ids), {t: list(k) for t, k in scope.items()}
+        if self._suspect is not None:
+            suspect_ids, suspect_keys = self._suspect
+            ids = suspect_ids + ids
+            for table, table_keys in suspect_keys.items():
+                keys[table] = table_keys + keys.get(table, [])
+        outcome = self.evaluate(con, None if held else keys)
+        defer = not outcome.passed and not held and self._suspect is None
         con.begin()
         try:
-            self.record(con, outcome, path="stream", batch_ids=batch_ids, hold=not outcome.passed)
+            self.record(
+                con, outcome, path="stream", batch_ids=ids, hold=not (outcome.passed or defer)
+            )
             con.commit()
         except BaseException:
             con.rollback()
             raise
-        if not outcome.passed:
+        self._suspect = (ids, keys) if defer else None
+        if defer:
+            log.warning(
+                "data-quality gate: %d batch(es) failed (validation %s), snapshot not published; "
+                "checked again with the next batches before they are held\n%s",
+                len(ids),
+                outcome.validation_id,
+                outcome.describe(),
+            )
+        elif not outcome.passed:
             log.error(
                 "data-quality gate: %d batch(es) held, snapshot not published (validation %s)\n%s",
-                len(batch_ids),
+                len(ids),
                 outcome.validation_id,
                 outcome.describe(),
             )

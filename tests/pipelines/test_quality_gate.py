@@ -232,6 +232,15 @@ def _request_batch(
     return _Ready(LandingBatch.covering(offsets, tables))
 
 
+def _holds(database: Path) -> int:
+    # The same process: DuckDB shares the writer's open database with this connection.
+    con = duckdb.connect(str(database))
+    try:
+        return int(con.execute("SELECT count(*) FROM batch_holds").fetchall()[0][0])
+    finally:
+        con.close()
+
+
 class _Ready:
     """A built batch handed to the writer as its pending rows (one per flush here)."""
 
@@ -272,7 +281,11 @@ def test_a_failing_streaming_batch_holds_the_snapshot_until_a_fix_lands(
         writer.submit(_request_batch(source, "RKN-2017-000001", 3_600, 1))  # deadline now off
         writer.flush()
         writer.publish_now()
-        assert snapshot.stat().st_mtime_ns == published  # held: auditors keep the good state
+        assert snapshot.stat().st_mtime_ns == published  # auditors keep the good state
+        assert _holds(database) == 0  # not held yet: a reference may be landing next
+        writer.publish_now()  # checked again: still failing
+        assert snapshot.stat().st_mtime_ns == published
+        assert _holds(database) == 1
         writer.submit(_request_batch(source, "RKN-2017-000002", 86_400, 2))
         writer.flush()
         writer.publish_now()  # every row checked while held: still failing
@@ -297,6 +310,12 @@ def test_a_failing_streaming_batch_holds_the_snapshot_until_a_fix_lands(
             "SELECT scope, bool_and(success) FROM batch_validations GROUP BY validation_id, "
             "scope ORDER BY min(validated_at)"
         ).fetchall()
-        assert scopes == [("batch", True), ("batch", False), ("all", False), ("all", True)]
+        assert scopes == [
+            ("batch", True),
+            ("batch", False),
+            ("batch", False),
+            ("all", False),
+            ("all", True),
+        ]
     finally:
         con.close()
