@@ -11,10 +11,10 @@ Delivery is at least once. A crash (or a failed DuckDB commit) after the acknowl
 and before the record re-sends those rows on the next call, so the topic can hold one
 quarantine row twice: consumers dedupe by the `removal-audit.quarantine-id` header (the
 quarantine_id, i.e. the source position, unique per refused record). Nothing is skipped: a
-row counts as forwarded only once the broker acknowledged it. The one exception is a row the
-producer or broker refuses for good (larger than the topic's message limit, e.g. an OVERSIZE
-record): it is recorded with its refusal and no position, stays in DuckDB only, and is not
-retried.
+row counts as forwarded only once the broker acknowledged it. The one exception is a row
+larger than the topic's message limit (max.message.bytes): it is recorded with its refusal
+and no position, stays in DuckDB only, is not retried, and the log says which topic config to
+raise. A topic this module creates never refuses one (see below).
 
 One record per quarantine row:
     key      the original record key (quarantine.raw_key; none when it had none)
@@ -31,6 +31,14 @@ One record per quarantine row:
 Like `removal-audit publish`, which creates the topics it writes, the forwarder creates its
 topic when missing (3 partitions, replication factor 1 by default; create it beforehand to
 choose otherwise); the streaming source, a reader, refuses missing topics instead.
+
+Whatever a source topic accepted, the quarantine topic accepts too: the forwarder creates it
+with max.message.bytes = the largest max.message.bytes of the source topics
+(`settings.source_topics`; the broker's default where a topic sets none) + HEADER_ROOM_BYTES
+for the headers. A topic that exists keeps its own limit (raising it is the operator's call):
+the forwarder reads it, sizes its producer to it, and warns at start when it is smaller than
+the source topics need. The limits are read once per producer (first use, and after a
+failure), not per call.
 
 A replay (`produce_replays`, for `removal-audit quarantine replay`) produces records back to
 their source topics with key and value unchanged and one header, `removal-audit.replay-of` =
@@ -53,7 +61,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import duckdb
 from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
+from kafka.admin import ConfigFilterType, ConfigResource, ConfigResourceType
 from kafka.errors import (
     KafkaError,
     KafkaTimeoutError,
@@ -61,6 +69,7 @@ from kafka.errors import (
     RecordListTooLargeError,
     TopicAlreadyExistsError,
 )
+from kafka.record.default_records import DefaultRecordBatchBuilder
 
 if TYPE_CHECKING:
     from connectors.kafka_source import KafkaSourceSettings
@@ -76,6 +85,14 @@ HEADER_SOURCE_TOPIC = "removal-audit.source-topic"
 HEADER_SOURCE_REF = "removal-audit.source-ref"
 HEADER_EVENT_ID = "removal-audit.event-id"
 HEADER_REPLAY_OF = "removal-audit.replay-of"
+
+MAX_MESSAGE_BYTES = "max.message.bytes"  # the topic config that bounds a record batch
+# A quarantine record is a source record plus the removal-audit.* headers: two positions, a
+# reason and its message, a topic name, an event id; a few hundred bytes in practice. The
+# topic this creates takes this much more than the largest source topic does.
+HEADER_ROOM_BYTES = 64 * 1024
+# kafka-python's max_request_size default: the producer's size when no limit is known.
+_DEFAULT_REQUEST_BYTES = 1_048_576
 
 # kafka-python connection options shared by producers and admin clients (consumer_config()
 # of the streaming source holds the same names).
@@ -115,14 +132,18 @@ class QuarantineTopicSettings:
     topic_prefix="demo.") writes to "demo.removal.quarantine".
 
     `security`: kafka-python's security options as they are (security_protocol, sasl_*,
-    ssl_*), left out of repr; `from_source` and `from_settings` fill them. `max_records`:
-    at most this many rows per `forward` call, so a large backlog (the first run over an old
-    database) is forwarded over several calls rather than holding the writer for long.
+    ssl_*), left out of repr; `from_source` and `from_settings` fill them. `source_topics`:
+    the Kafka topics (prefix included) whose records get quarantined; the topic this creates
+    takes records as large as the largest of them does (`from_source` fills them; none: the
+    broker's default limit). `max_records`: at most this many rows per `forward` call, so a
+    large backlog (the first run over an old database) is forwarded over several calls
+    rather than holding the writer for long.
     """
 
     bootstrap_servers: str
     topic_prefix: str = ""
     security: Mapping[str, Any] = field(default_factory=dict, repr=False, hash=False)
+    source_topics: tuple[str, ...] = ()
     partitions: int = 3  # for the topic this creates
     replication_factor: int = 1
     client_id: str = "removal-audit-quarantine"
@@ -135,23 +156,28 @@ class QuarantineTopicSettings:
             raise ValueError(f"not a connection option: {', '.join(sorted(unknown))}")
         # A private copy: the settings travel pickled to workers and must not change under them.
         object.__setattr__(self, "security", dict(self.security))
+        if isinstance(self.source_topics, str):
+            raise ValueError("source_topics is a sequence of topic names, not one name")
+        object.__setattr__(self, "source_topics", tuple(self.source_topics))
         if self.timeout_s <= 0 or self.max_records <= 0:
             raise ValueError("timeout_s and max_records must be > 0")
 
     @classmethod
     def from_source(cls, source: KafkaSourceSettings, **overrides: Any) -> QuarantineTopicSettings:
-        """The streaming source's broker, prefix and security options."""
+        """The streaming source's broker, prefix, security options and topics."""
         config = source.consumer_config()
         given: dict[str, Any] = {
             "bootstrap_servers": source.bootstrap_servers,
             "topic_prefix": source.topic_prefix,
             "security": {k: config[k] for k in _CONNECTION_OPTIONS if k in config},
+            "source_topics": tuple(source.topic_prefix + t for t in source.topics),
         }
         return cls(**{**given, **overrides})
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> QuarantineTopicSettings:
-        """From the project's `pipelines.settings.Settings` (as `source_settings` reads it)."""
+        """From the project's `pipelines.settings.Settings` (as `source_settings` reads it);
+        no source topics: for replays, which create no topic."""
 
         def secret(value: Any) -> str | None:
             return None if value is None else str(value.get_secret_value())
@@ -185,13 +211,17 @@ class QuarantineTopicSettings:
             **self.security,
         }
 
-    def producer_config(self) -> dict[str, Any]:
+    def producer_config(self, max_request_size: int = _DEFAULT_REQUEST_BYTES) -> dict[str, Any]:
+        """`max_request_size`: the largest record (batch) it sends; the topic's limit."""
         delivery_ms = int(self.timeout_s * 1000)
         return {
             **self.admin_config(),
             "acks": "all",
             "enable_idempotence": True,
             "linger_ms": 5,
+            # Records come alone in their batch once larger than batch_size (16 KiB), so the
+            # topic's max.message.bytes is also the largest request worth sending.
+            "max_request_size": max_request_size,
             # A send gives up within timeout_s, so flush() sees every outcome.
             "delivery_timeout_ms": delivery_ms,
             "request_timeout_ms": max(1_000, delivery_ms // 2),
@@ -242,19 +272,90 @@ def quarantine_headers(row: Mapping[str, Any]) -> tuple[tuple[str, bytes], ...]:
     return tuple((name, str(value).encode()) for name, value in headers)
 
 
-def ensure_topic(settings: QuarantineTopicSettings) -> None:
-    """Create `settings.topic` unless it exists."""
+def record_bytes(record: Outgoing) -> int:
+    """The size the broker compares with max.message.bytes, at most: `record` alone in a
+    batch (kafka-python's estimate, the one its producer checks max_request_size against)."""
+    return int(
+        DefaultRecordBatchBuilder.estimate_size_in_bytes(
+            record.key, record.value, list(record.headers)
+        )
+    )
+
+
+def max_message_bytes(admin: KafkaAdminClient, topics: Sequence[str]) -> dict[str, int]:
+    """max.message.bytes of each of `topics` (the topic's own setting, else the broker's
+    default), e.g. {"demo.removal.requests": 1048588}. Topics the broker does not describe
+    (missing, or no DescribeConfigs permission) are left out."""
+    if not topics:
+        return {}
+    described = admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, t, [MAX_MESSAGE_BYTES]) for t in topics],
+        config_filter=ConfigFilterType.ALL,  # the default ("modified") hides broker defaults
+    )
+    return {
+        topic: int(configs[MAX_MESSAGE_BYTES]["value"])
+        for topic, configs in described.get("topic", {}).items()
+        if MAX_MESSAGE_BYTES in configs
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class TopicLimit:
+    """What the quarantine topic takes. `max_bytes`: its max.message.bytes (None: the broker
+    did not say). `needed`: the largest source topic's + HEADER_ROOM_BYTES (None: no source
+    topic known). Example: TopicLimit(4_259_840, needed=4_259_840)."""
+
+    max_bytes: int | None
+    needed: int | None
+
+    @property
+    def request_bytes(self) -> int:
+        """The producer's max_request_size: the topic's limit; unknown, what the sources need
+        (the broker then refuses what does not fit)."""
+        return self.max_bytes or self.needed or _DEFAULT_REQUEST_BYTES
+
+
+def ensure_topic(settings: QuarantineTopicSettings) -> TopicLimit:
+    """Create `settings.topic` unless it exists, sized for the source topics; return what it
+    takes. Warns when an existing topic takes less than the source topics do."""
     admin = KafkaAdminClient(**settings.admin_config())
     try:
+        sources = max_message_bytes(admin, list(dict.fromkeys(settings.source_topics)))
+        unknown = sorted(set(settings.source_topics) - set(sources))
+        if unknown:
+            log.warning(
+                "cannot read max.message.bytes of %s (missing, or no DescribeConfigs "
+                "permission): %s is sized without them",
+                *(", ".join(unknown), settings.topic),
+            )
+        needed = max(sources.values()) + HEADER_ROOM_BYTES if sources else None
+        created = False
         if settings.topic not in set(admin.list_topics()):
-            # Created meanwhile by another writer: what we wanted.
+            options: dict[str, Any] = {
+                "num_partitions": settings.partitions,
+                "replication_factor": settings.replication_factor,
+            }
+            if needed is not None:
+                options["configs"] = {MAX_MESSAGE_BYTES: str(needed)}
+            # Created meanwhile by another writer: what we wanted (its limit is read below).
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(
-                    [NewTopic(settings.topic, settings.partitions, settings.replication_factor)]
-                )
-            log.info("created topic %s", settings.topic)
+                admin.create_topics({settings.topic: options})
+                created = True
+                log.info("created topic %s (%s=%s)", settings.topic, MAX_MESSAGE_BYTES, needed)
+        max_bytes = max_message_bytes(admin, [settings.topic]).get(settings.topic)
+        if max_bytes is None and created:
+            max_bytes = needed  # not described yet (metadata lag): what it was created with
     finally:
         admin.close()
+    if max_bytes is not None and needed is not None and max_bytes < needed:
+        largest = max(sources, key=lambda topic: sources[topic])
+        log.warning(
+            "%s takes records up to %d bytes (%s) but %s takes %d: larger quarantined records "
+            "will stay in DuckDB only; raise %s of %s to %d to forward every one",
+            *(settings.topic, max_bytes, MAX_MESSAGE_BYTES, largest, sources[largest]),
+            *(MAX_MESSAGE_BYTES, settings.topic, needed),
+        )
+    return TopicLimit(max_bytes, needed)
 
 
 def missing_topics(settings: QuarantineTopicSettings, topics: Sequence[str]) -> list[str]:
@@ -310,7 +411,7 @@ class QuarantineForwarder:
     def __init__(self, settings: QuarantineTopicSettings) -> None:
         self.settings = settings
         self._producer: KafkaProducer | None = None
-        self._topic_ready = False
+        self._limit: TopicLimit | None = None  # read with each new producer
         # count(*) of quarantine when the last call left nothing to forward. In the writer's
         # process the table only grows (landings insert new ids, replace rows by id), so an
         # unchanged count means nothing new and the anti-join can be skipped: a count(*)
@@ -343,12 +444,15 @@ class QuarantineForwarder:
             for row in rows
         ]
         try:
-            producer = self._ready_producer()
+            producer, limit = self._ready_producer()
         except KafkaError as error:  # no broker, no topic: all rows go with the next call
             raise QuarantineTopicError(
                 f"cannot produce to {self.settings.topic}: {error!r}"
             ) from error
-        written = produce(producer, outgoing, self.settings.timeout_s)
+        too_large = [_too_large(o, limit) for o in outgoing]
+        written = [w for w in too_large if w is not None]
+        sendable = [o for o, w in zip(outgoing, too_large, strict=True) if w is None]
+        written += produce(producer, sendable, self.settings.timeout_s)
         acked = [w for w in written if w.error is None]
         refused = [w for w in written if isinstance(w.error, _PERMANENT)]
         failed = [w for w in written if w.error is not None and not isinstance(w.error, _PERMANENT)]
@@ -370,15 +474,16 @@ class QuarantineForwarder:
 
     def __getstate__(self) -> dict[str, Any]:
         # Travels pickled to the workers: without its connection or what it learnt there.
-        return {**self.__dict__, "_producer": None, "_topic_ready": False, "_settled_count": None}
+        return {**self.__dict__, "_producer": None, "_limit": None, "_settled_count": None}
 
-    def _ready_producer(self) -> KafkaProducer:
-        if not self._topic_ready:
-            ensure_topic(self.settings)
-            self._topic_ready = True
-        if self._producer is None:
-            self._producer = KafkaProducer(**self.settings.producer_config())
-        return self._producer
+    def _ready_producer(self) -> tuple[KafkaProducer, TopicLimit]:
+        if self._producer is None or self._limit is None:
+            # Once per producer: a limit raised meanwhile is seen after a restart or a failure.
+            self._discard_producer()
+            self._limit = ensure_topic(self.settings)
+            config = self.settings.producer_config(max_request_size=self._limit.request_bytes)
+            self._producer = KafkaProducer(**config)
+        return self._producer, self._limit
 
     def _discard_producer(self) -> None:
         if self._producer is not None:
@@ -409,6 +514,28 @@ class QuarantineForwarder:
         except BaseException:
             con.rollback()
             raise
+
+
+def _too_large(record: Outgoing, limit: TopicLimit) -> Written | None:
+    """A refusal when `record` is larger than the producer may send (the topic's limit, when
+    known), saying which topic config to raise: the producer's own refusal would name its
+    max_request_size, which no operator sets."""
+    size = record_bytes(record)
+    if size <= limit.request_bytes:
+        return None
+    if limit.max_bytes is None:
+        why = (
+            f"the {limit.request_bytes} bytes this producer sends to {record.topic} while its "
+            f"{MAX_MESSAGE_BYTES} cannot be read (allow DescribeConfigs on it)"
+        )
+    else:
+        why = (
+            f"{record.topic} takes ({MAX_MESSAGE_BYTES}={limit.max_bytes}); raise "
+            f"{MAX_MESSAGE_BYTES} of {record.topic} to at least {max(size, limit.needed or 0)} "
+            "to forward such records"
+        )
+    error = MessageSizeTooLargeError(f"{size} bytes with its headers, more than {why}")
+    return Written(record.quarantine_id, record.topic, None, None, error)
 
 
 class Replay(NamedTuple):

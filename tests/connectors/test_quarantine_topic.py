@@ -9,6 +9,7 @@ into a DuckDB file with the project's own DDL.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pickle
 import time
 import uuid
@@ -21,23 +22,26 @@ import duckdb
 import pyarrow as pa
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import ConfigFilterType, ConfigResource, ConfigResourceType
 
 from connectors.avro_files import RawMessage
 from connectors.duckdb_sink import connect_writer
 from connectors.errors import ReasonCode
+from connectors.kafka_source import KafkaSourceSettings
 from connectors.origin import SourceRef
 from connectors.quarantine_topic import (
     HEADER_EVENT_ID,
     HEADER_MESSAGE,
     HEADER_QUARANTINE_ID,
     HEADER_REASON_CODE,
+    HEADER_ROOM_BYTES,
     HEADER_SOURCE_REF,
     HEADER_SOURCE_TOPIC,
     QuarantineForwarder,
     QuarantineTopicSettings,
 )
 from connectors.schema_store import SchemaStore
-from pipelines.intake import IntakeRules, Quarantined, take_in
+from pipelines.intake import ACTIONS_TOPIC, REQUESTS_TOPIC, IntakeRules, Quarantined, take_in
 from pipelines.rows import SCHEMAS, Row, quarantine_row
 from tests.conftest import action, message, request
 
@@ -91,6 +95,26 @@ def read_topic(bootstrap: str, topic: str) -> list[Any]:
 
 def headers(record: Any) -> dict[str, str]:
     return {name: value.decode() for name, value in record.headers}
+
+
+def create_topic(bootstrap: str, topic: str, **configs: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics({topic: {"num_partitions": 3, "configs": configs}})
+    finally:
+        admin.close()
+
+
+def max_message_bytes(bootstrap: str, topic: str) -> int:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        described = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, ["max.message.bytes"])],
+            config_filter=ConfigFilterType.ALL,
+        )
+    finally:
+        admin.close()
+    return int(described["topic"][topic]["max.message.bytes"]["value"])
 
 
 @pytest.fixture
@@ -325,6 +349,96 @@ def test_a_record_too_large_for_the_topic_stays_in_duckdb_and_is_not_retried(
     assert len(read_topic(kafka_bootstrap, prefix + "removal.quarantine")) == 1
 
 
+SOURCE_MAX_BYTES = 4 * 1_048_576
+BROKER_DEFAULT_MAX_BYTES = 1_048_588  # Kafka's message.max.bytes default
+
+
+def _sources_and_big_row(
+    bootstrap: str, prefix: str, store: SchemaStore
+) -> tuple[QuarantineTopicSettings, Row]:
+    """Source topics as the streaming job reads them, requests taking messages up to 4 MiB;
+    and the quarantine row of a ~2 MiB request, OVERSIZE for the job but taken by its topic."""
+    create_topic(bootstrap, prefix + REQUESTS_TOPIC, **{"max.message.bytes": str(SOURCE_MAX_BYTES)})
+    create_topic(bootstrap, prefix + ACTIONS_TOPIC)  # the broker's default limit
+    valid = message(store, request(3))
+    big = RawMessage(valid.topic, valid.key, valid.value + bytes(2 * 1_048_576))
+    (row,) = quarantined(store, [(SourceRef(f"{prefix}{REQUESTS_TOPIC}/1", 8), big)])
+    assert row["reason_code"] == ReasonCode.OVERSIZE
+    source = KafkaSourceSettings(bootstrap, topic_prefix=prefix)
+    return QuarantineTopicSettings.from_source(source), row
+
+
+@pytest.mark.kafka
+def test_what_a_source_topic_took_the_topic_it_creates_takes_byte_for_byte(
+    kafka_bootstrap: str, prefix: str, con: duckdb.DuckDBPyConnection, store: SchemaStore
+) -> None:
+    settings, big = _sources_and_big_row(kafka_bootstrap, prefix, store)
+    land(con, [big, *quarantined(store, _messages(store, prefix)[:1])])
+    forwarder = QuarantineForwarder(settings)
+    try:
+        assert forwarder.forward(con) == 2
+        assert forwarder.forward(con) == 0
+    finally:
+        forwarder.close()
+
+    topic = prefix + "removal.quarantine"
+    # The largest source topic's limit (requests', not actions' default) plus the headers.
+    assert max_message_bytes(kafka_bootstrap, topic) == SOURCE_MAX_BYTES + HEADER_ROOM_BYTES
+    by_id = {headers(r)[HEADER_QUARANTINE_ID]: r for r in read_topic(kafka_bootstrap, topic)}
+    assert len(by_id) == 2
+    record = by_id[big["quarantine_id"]]
+    assert (record.key, record.value) == (big["raw_key"], big["raw_value"])
+    assert len(record.value) > 2 * 1_048_576
+    assert headers(record)[HEADER_REASON_CODE] == ReasonCode.OVERSIZE
+    ((refused,),) = con.execute(
+        "SELECT refused FROM quarantine_forwarded WHERE quarantine_id = ?", [big["quarantine_id"]]
+    ).fetchall()
+    assert refused is None
+
+
+@pytest.mark.kafka
+def test_an_existing_topic_keeps_its_limit_and_the_log_says_which_config_to_raise(
+    kafka_bootstrap: str,
+    prefix: str,
+    con: duckdb.DuckDBPyConnection,
+    store: SchemaStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings, big = _sources_and_big_row(kafka_bootstrap, prefix, store)
+    topic = prefix + "removal.quarantine"
+    create_topic(kafka_bootstrap, topic)  # beforehand, at the broker's default limit
+    land(con, [big, *quarantined(store, _messages(store, prefix)[:1])])
+    forwarder = QuarantineForwarder(settings)
+    try:
+        with caplog.at_level(logging.WARNING, logger="connectors.quarantine_topic"):
+            assert forwarder.forward(con) == 1  # the other row
+            assert forwarder.forward(con) == 0  # refused for good: not retried
+    finally:
+        forwarder.close()
+
+    assert max_message_bytes(kafka_bootstrap, topic) == BROKER_DEFAULT_MAX_BYTES  # untouched
+    assert len(read_topic(kafka_bootstrap, topic)) == 1
+    (refused,) = con.execute(
+        "SELECT kafka_partition, kafka_offset, refused FROM quarantine_forwarded "
+        "WHERE quarantine_id = ?",
+        [big["quarantine_id"]],
+    ).fetchall()
+    assert refused[:2] == (None, None)
+    assert "MessageSizeTooLarge" in refused[2] and f"max.message.bytes of {topic}" in refused[2]
+
+    needed = SOURCE_MAX_BYTES + HEADER_ROOM_BYTES
+    # At start: the topic is smaller than a source topic, and by how much.
+    (warned,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"{topic} takes records up to {BROKER_DEFAULT_MAX_BYTES} bytes" in warned
+    assert f"{prefix}{REQUESTS_TOPIC} takes {SOURCE_MAX_BYTES}" in warned
+    assert f"raise max.message.bytes of {topic} to {needed}" in warned
+    # For the row: which one, why, and which config to raise to what.
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert f"quarantine row {big['quarantine_id']} stays in DuckDB only" in error
+    assert f"more than {topic} takes (max.message.bytes={BROKER_DEFAULT_MAX_BYTES})" in error
+    assert f"raise max.message.bytes of {topic} to at least {needed}" in error
+
+
 def test_settings_from_the_project_settings_keep_passwords_out_of_repr() -> None:
     from pydantic import SecretStr
 
@@ -364,6 +478,8 @@ def test_settings_from_the_streaming_source_share_its_broker_and_security() -> N
         "prod.removal.quarantine",
         500,
     )
+    # The topics whose records it gets: its own topic must take what they take.
+    assert topic.source_topics == ("prod.removal.requests", "prod.removal.actions")
     assert "s3cret" not in repr(topic)
     config = topic.admin_config()
     assert config["security_protocol"] == "SSL" and config["ssl_cafile"] == "/etc/ca.pem"
