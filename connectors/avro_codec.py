@@ -1,7 +1,7 @@
 """Encode and decode event payloads: Avro single-object encoding and the Confluent wire format.
 
 In: a payload (bytes from Kafka or a raw-message file) and the subject it should hold.
-Out: `Decoded` (the record read with the subject's latest schema, plus the writer version),
+Out: `Decoded` (the record read with the subject's reader schema, plus the writer version),
 or a `DecodeError` with a `ReasonCode` — never any other exception for bad bytes.
 
 Decoding is two passes. `_BodyScanner` walks the body against the writer schema and checks
@@ -50,7 +50,7 @@ _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "b
 
 @dataclass(frozen=True)
 class Decoded:
-    """A decoded payload: `record` in the reader (latest) schema's shape, and its writer."""
+    """A decoded payload: `record` in the reader schema's shape, and its writer."""
 
     record: dict[str, Any]
     writer: SchemaVersion
@@ -81,7 +81,7 @@ def encode_single_object(
 ) -> bytes:
     """Avro single-object encoding: C3 01, the writer's 8-byte fingerprint, the body.
 
-    `version` None means the subject's latest version.
+    `version` None means the subject's reader version (what this pipeline reads back).
     """
     writer = _writer(subject, store, version)
     return SINGLE_OBJECT_MAGIC + writer.fingerprint + encode_body(record, writer)
@@ -92,7 +92,8 @@ def encode_confluent(
 ) -> bytes:
     """Confluent wire format: 0x00, the 4-byte big-endian registry id, the body.
 
-    Raises EncodeError when the version has no registry id.
+    `version` None means the subject's reader version. Raises EncodeError when the version
+    has no registry id.
     """
     writer = _writer(subject, store, version)
     if writer.registry_id is None:
@@ -107,11 +108,12 @@ def decode(
     """Decode a single-object or Confluent payload holding a `subject` record.
 
     The framing is recognised from the first bytes; the body is read with its writer
-    schema resolved to the subject's latest schema. Raises DecodeError for any payload
+    schema resolved to the subject's reader schema (`SchemaStore.reader`: the newest
+    version unless the catalog pins one). Raises DecodeError for any payload
     that is not exactly one valid record. An unknown `subject` is a configuration error,
     not a bad payload: it raises KeyError before the payload is looked at.
     """
-    reader = store.latest(subject)
+    reader = store.reader(subject)
     if len(payload) > max_bytes:
         raise DecodeError(
             ReasonCode.OVERSIZE, f"payload is {len(payload)} bytes, limit is {max_bytes}"
@@ -127,7 +129,7 @@ def decode(
 
 
 def _writer(subject: str, store: SchemaStore, version: int | None) -> SchemaVersion:
-    return store.latest(subject) if version is None else store.version(subject, version)
+    return store.reader(subject) if version is None else store.version(subject, version)
 
 
 def _unframe(payload: bytes, store: SchemaStore) -> tuple[SchemaVersion, bytes]:

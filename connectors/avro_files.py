@@ -2,7 +2,7 @@
 
 In: a path and a `SchemaStore`. Out: records with their 0-based index in the file.
 Files are written with the subject's schema (deflate-compressed; a random sync marker
-unless a fixed one is given) and read with the subject's latest schema as reader, so
+unless a fixed one is given) and read with the subject's reader schema, so
 files written with an older version still read.
 A file that is not Avro, or is corrupt, raises `AvroFileError` (a ValueError) naming it.
 """
@@ -101,7 +101,7 @@ def write_records(
     *,
     sync_marker: bytes | None = None,
 ) -> int:
-    """Write `records` with `subject`'s schema (`version`, default latest) to `path`.
+    """Write `records` with `subject`'s schema (`version`, default the reader) to `path`.
 
     `sync_marker`: the 16 bytes that end the header and every block. None lets fastavro
     draw a random one; a fixed marker makes the same records give byte-identical files.
@@ -111,7 +111,7 @@ def write_records(
     """
     if sync_marker is not None and len(sync_marker) != SYNC_MARKER_SIZE:
         raise ValueError(f"sync_marker must be {SYNC_MARKER_SIZE} bytes, got {len(sync_marker)}")
-    writer_version = store.latest(subject) if version is None else store.version(subject, version)
+    writer_version = store.reader(subject) if version is None else store.version(subject, version)
     counter = _Counter(records)
     try:
         with path.open("wb") as out:
@@ -140,10 +140,10 @@ def read_records(
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (index, record) for each record of the container file at `path`.
 
-    Records are resolved to `subject`'s latest schema. Raises AvroFileError when the
+    Records are resolved to `subject`'s reader schema. Raises AvroFileError when the
     file is missing, not Avro, corrupt, or written with an incompatible schema.
     """
-    reader_version = store.latest(subject)
+    reader_version = store.reader(subject)
     try:
         source = path.open("rb")
     except OSError as e:

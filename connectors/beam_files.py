@@ -14,8 +14,11 @@ from connectors.schema_store import SchemaStore
 
 
 class _ReadFileFn(beam.DoFn):  # type: ignore[misc]
+    def __init__(self, schemas_dir: Path | None) -> None:
+        self._schemas_dir = schemas_dir
+
     def setup(self) -> None:
-        self._store = SchemaStore.load()
+        self._store = SchemaStore.load(self._schemas_dir)
 
     def process(self, path: str) -> Iterator[tuple[SourceRef, RawMessage]]:
         name = Path(path).name
@@ -27,17 +30,19 @@ class ReadRawMessages(beam.PTransform):  # type: ignore[misc]
     """Files -> (SourceRef(file name, record index), RawMessage), one element per message.
 
     The file name (not its directory) identifies the source, so the same files read from
-    another directory land the same rows.
+    another directory land the same rows. `schemas_dir`: the schema catalog the files are
+    read with (None: the packaged one).
     """
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    def __init__(self, paths: Sequence[Path], schemas_dir: Path | None = None) -> None:
         super().__init__()
         self._paths = sorted(str(p) for p in paths)
+        self._schemas_dir = schemas_dir
 
     def expand(self, pbegin: Any) -> Any:
         return (
             pbegin
             | "ListFiles" >> beam.Create(self._paths)
-            | "ReadMessages" >> beam.ParDo(_ReadFileFn())
+            | "ReadMessages" >> beam.ParDo(_ReadFileFn(self._schemas_dir))
             | "Spread" >> beam.Reshuffle()
         )

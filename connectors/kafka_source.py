@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -74,7 +75,9 @@ class KafkaSourceSettings:
     is `topic_prefix + topic`. `start_offsets`: (Kafka topic, partition) -> next offset;
     other partitions start at their earliest offset. `stop_at_end`: read up to the end
     offsets seen at start, then finish (a bounded read, for tests and replays). Security
-    settings go to kafka-python as they are; passwords are left out of repr.
+    settings go to kafka-python as they are; passwords are left out of repr. `schemas_dir`:
+    the schema catalog the event times are read with (None: the packaged one); intake must
+    use the same, or a record could be accepted that was timestamped by arrival.
     """
 
     bootstrap_servers: str
@@ -102,6 +105,7 @@ class KafkaSourceSettings:
     ssl_keyfile: str | None = None
     ssl_password: str | None = field(default=None, repr=False)
     ssl_check_hostname: bool = True
+    schemas_dir: Path | None = None
 
     def __post_init__(self) -> None:
         # A private copy: the settings travel pickled to workers and must not change under them.
@@ -153,6 +157,7 @@ def source_settings(settings: Any, **overrides: Any) -> KafkaSourceSettings:
         ssl_certfile=settings.kafka_ssl_certfile,
         ssl_keyfile=settings.kafka_ssl_keyfile,
         ssl_password=secret(settings.kafka_ssl_password),
+        schemas_dir=settings.schemas_dir,
         **overrides,
     )
 
@@ -280,7 +285,7 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):  # type: ignore[m
         self._settings = settings
 
     def setup(self) -> None:
-        self._store = SchemaStore.load()
+        self._store = SchemaStore.load(self._settings.schemas_dir)
         self._consumers: dict[TopicPartition, KafkaConsumer] = {}
 
     def teardown(self) -> None:

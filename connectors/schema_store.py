@@ -1,9 +1,13 @@
 """The schema catalog: every version of every subject, found by fingerprint or registry id.
 
-In: the `schemas/` directory (catalog.json plus the .avsc files it lists).
-Out: `SchemaVersion`s. The last version of a subject is its reader schema; every version
-is a possible writer schema, looked up by the 8-byte CRC-64-AVRO fingerprint that
-single-object encoding carries, or by the registry id the Confluent wire format carries.
+In: a catalog directory (catalog.json plus the .avsc files it lists): the packaged
+`schemas/`, or a site catalog (settings.schemas_dir) that knows versions producers already
+write. Out: `SchemaVersion`s. Every version is a possible writer schema, looked up by the
+8-byte CRC-64-AVRO fingerprint that single-object encoding carries, or by the registry id
+the Confluent wire format carries. Each subject has one reader schema, the version the
+pipeline decodes into: its last version, unless catalog.json pins an older one
+("readers": {"removal.requests-value": 2}), as a catalog does that registers a producer's
+newer version before the pipeline is upgraded to read it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ CATALOG_FILE = "catalog.json"
 FINGERPRINT_SIZE = 8
 # The Confluent wire format stores the id as a signed 32-bit big-endian int.
 _MAX_REGISTRY_ID = 2**31 - 1
+
+
+class SchemaCatalogError(ValueError):
+    """A catalog that cannot be used: missing or invalid files, clashing versions, a bad
+    reader pin. The message names the file."""
 
 
 @dataclass(frozen=True)
@@ -51,31 +60,47 @@ class SchemaVersion:
 class SchemaStore:
     """All schema versions of the catalog; build it with `SchemaStore.load`."""
 
-    def __init__(self, versions: Mapping[str, tuple[SchemaVersion, ...]]) -> None:
-        """Index `versions` (subject -> versions, oldest first); ValueError on clashes."""
+    def __init__(
+        self,
+        versions: Mapping[str, tuple[SchemaVersion, ...]],
+        readers: Mapping[str, int] | None = None,
+    ) -> None:
+        """Index `versions` (subject -> versions, oldest first) and the reader pins
+        (subject -> version; unpinned subjects read with their last version).
+        SchemaCatalogError on clashes, or on a pin naming an unknown subject or version."""
         self._subjects: dict[str, tuple[SchemaVersion, ...]] = {}
         self._by_fingerprint: dict[bytes, SchemaVersion] = {}
         self._by_registry_id: dict[int, SchemaVersion] = {}
         for subject, subject_versions in versions.items():
             if not subject_versions:
-                raise ValueError(f"subject {subject!r} has no schema versions")
+                raise SchemaCatalogError(f"subject {subject!r} has no schema versions")
             numbers = [v.version for v in subject_versions]
             if numbers != sorted(set(numbers)):
-                raise ValueError(
+                raise SchemaCatalogError(
                     f"subject {subject!r}: versions must be unique and oldest first, got {numbers}"
                 )
             for sv in subject_versions:
                 if sv.subject != subject:
-                    raise ValueError(f"{sv.label} listed under subject {subject!r}")
+                    raise SchemaCatalogError(f"{sv.label} listed under subject {subject!r}")
                 self._index(sv)
             self._subjects[subject] = tuple(subject_versions)
+        self._readers: dict[str, SchemaVersion] = {}
+        for subject, pinned in (readers or {}).items():
+            if subject not in self._subjects:
+                raise SchemaCatalogError(f"reader pinned for unknown subject {subject!r}")
+            found = [sv for sv in self._subjects[subject] if sv.version == pinned]
+            if not found:
+                raise SchemaCatalogError(
+                    f"reader of {subject!r} pinned to v{pinned}, which it lacks"
+                )
+            self._readers[subject] = found[0]
 
     def _index(self, sv: SchemaVersion) -> None:
         # Two versions with one fingerprint (or id) would make the writer schema of a
         # message ambiguous, so the catalog is refused rather than one silently winning.
         other = self._by_fingerprint.get(sv.fingerprint)
         if other is not None:
-            raise ValueError(
+            raise SchemaCatalogError(
                 f"{sv.label} and {other.label} have the same fingerprint "
                 f"{sv.fingerprint.hex()} (identical canonical forms)"
             )
@@ -83,30 +108,44 @@ class SchemaStore:
         if sv.registry_id is not None:
             other = self._by_registry_id.get(sv.registry_id)
             if other is not None:
-                raise ValueError(f"{sv.label} and {other.label} share registry id {sv.registry_id}")
+                raise SchemaCatalogError(
+                    f"{sv.label} and {other.label} share registry id {sv.registry_id}"
+                )
             self._by_registry_id[sv.registry_id] = sv
 
     @classmethod
     def load(cls, directory: Path | None = None) -> SchemaStore:
         """Read `directory`/catalog.json (default: the project's schemas directory).
 
-        Each listed .avsc file is parsed once. Raises ValueError naming the file when the
-        catalog or a schema is missing or invalid, or when versions clash.
+        Each listed .avsc file is parsed once. Raises SchemaCatalogError (a ValueError)
+        naming the file when the catalog or a schema is missing or invalid, when versions
+        clash, or when a reader pin is malformed or names a version the catalog lacks.
         """
         root = schemas_dir() if directory is None else directory
         catalog = _read_json(root / CATALOG_FILE)
         subjects = catalog.get("subjects") if isinstance(catalog, dict) else None
         if not isinstance(subjects, dict):
-            raise ValueError(f"{root / CATALOG_FILE}: expected an object with 'subjects'")
+            raise SchemaCatalogError(f"{root / CATALOG_FILE}: expected an object with 'subjects'")
         parsed: dict[Path, tuple[Schema, str]] = {}
         versions: dict[str, tuple[SchemaVersion, ...]] = {}
         for subject, entries in subjects.items():
             if not isinstance(entries, list):
-                raise ValueError(f"{root / CATALOG_FILE}: subject {subject!r} is not a list")
+                raise SchemaCatalogError(
+                    f"{root / CATALOG_FILE}: subject {subject!r} is not a list"
+                )
             versions[subject] = tuple(
                 _version_from_entry(root, subject, entry, parsed) for entry in entries
             )
-        return cls(versions)
+        readers = catalog.get("readers", {})
+        if not isinstance(readers, dict) or not all(_is_int(v) for v in readers.values()):
+            raise SchemaCatalogError(
+                f"{root / CATALOG_FILE}: 'readers' must map subjects to version numbers, "
+                f"got {readers!r}"
+            )
+        try:
+            return cls(versions, readers)
+        except SchemaCatalogError as e:
+            raise SchemaCatalogError(f"{root / CATALOG_FILE}: {e}") from e
 
     def subjects(self) -> tuple[str, ...]:
         """Subject names, in catalog order."""
@@ -122,8 +161,15 @@ class SchemaStore:
             ) from None
 
     def latest(self, subject: str) -> SchemaVersion:
-        """The reader schema of `subject` (its last version); KeyError if unknown."""
+        """The newest version of `subject` (the last listed); KeyError if unknown. It is
+        the reader unless the catalog pins an older one: decode with `reader`."""
         return self.versions(subject)[-1]
+
+    def reader(self, subject: str) -> SchemaVersion:
+        """The version `subject`'s records are decoded into: the catalog's pin, else the
+        newest; KeyError if unknown. Example: reader("removal.requests-value").version == 2
+        in a catalog that lists v3 and pins v2."""
+        return self._readers.get(subject) or self.latest(subject)
 
     def version(self, subject: str, n: int) -> SchemaVersion:
         """Version `n` of `subject`; KeyError if either is unknown."""
@@ -153,16 +199,16 @@ def _version_from_entry(
 ) -> SchemaVersion:
     where = f"{root / CATALOG_FILE}: subject {subject!r}"
     if not isinstance(entry, dict):
-        raise ValueError(f"{where}: entry {entry!r} is not an object")
+        raise SchemaCatalogError(f"{where}: entry {entry!r} is not an object")
     version, registry_id, file = entry.get("version"), entry.get("registry_id"), entry.get("file")
     if not _is_int(version) or version < 1:
-        raise ValueError(f"{where}: bad version {version!r}")
+        raise SchemaCatalogError(f"{where}: bad version {version!r}")
     if registry_id is not None and (
         not _is_int(registry_id) or not 0 <= registry_id <= _MAX_REGISTRY_ID
     ):
-        raise ValueError(f"{where} v{version}: bad registry_id {registry_id!r}")
+        raise SchemaCatalogError(f"{where} v{version}: bad registry_id {registry_id!r}")
     if not isinstance(file, str) or not file:
-        raise ValueError(f"{where} v{version}: bad file {file!r}")
+        raise SchemaCatalogError(f"{where} v{version}: bad file {file!r}")
     path = root / file
     if path not in parsed:
         parsed[path] = _parse_schema_file(path)
@@ -184,7 +230,7 @@ def _parse_schema_file(path: Path) -> tuple[Schema, str]:
         schema = parse_schema(raw, named_schemas={})
         canonical = to_parsing_canonical_form(schema)
     except (SchemaParseException, ValueError, TypeError, KeyError, AttributeError) as e:
-        raise ValueError(f"{path}: invalid Avro schema: {e}") from e
+        raise SchemaCatalogError(f"{path}: invalid Avro schema: {e}") from e
     return schema, canonical
 
 
@@ -192,11 +238,11 @@ def _read_json(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise ValueError(f"{path}: cannot read: {e.strerror or e}") from e
+        raise SchemaCatalogError(f"{path}: cannot read: {e.strerror or e}") from e
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON: {e}") from e
+        raise SchemaCatalogError(f"{path}: invalid JSON: {e}") from e
 
 
 def _is_int(value: object) -> TypeGuard[int]:

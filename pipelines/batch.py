@@ -22,6 +22,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from connectors.beam_files import ReadRawMessages
 from connectors.duckdb_sink import LoadReport, land_batch
+from connectors.schema_store import SchemaStore
 from pipelines import rows
 from pipelines.intake import IntakeRules
 from pipelines.policy import SlaPolicy
@@ -80,10 +81,16 @@ def build(
     stage: Path,
     policy: SlaPolicy,
     rules: IntakeRules,
+    schemas_dir: Path | None = None,
 ) -> None:
-    """Wire the audit: read, intake, dedupe, match, aggregate, stage."""
-    messages = pipeline | "ReadFiles" >> ReadRawMessages(inputs) | "CountIn" >> beam.Map(_count_in)
-    intake = messages | "DecodeAndValidate" >> DecodeAndValidate(rules)
+    """Wire the audit: read, intake, dedupe, match, aggregate, stage. `schemas_dir`: the
+    schema catalog (None: the packaged one)."""
+    messages = (
+        pipeline
+        | "ReadFiles" >> ReadRawMessages(inputs, schemas_dir)
+        | "CountIn" >> beam.Map(_count_in)
+    )
+    intake = messages | "DecodeAndValidate" >> DecodeAndValidate(rules, schemas_dir)
     unique = intake.accepted | "DedupeEvents" >> DedupeEvents()
     lifecycles = unique.events | "MatchRequestsToActions" >> MatchRequestsToActions(policy)
 
@@ -108,6 +115,7 @@ def run_batch(
     inputs: Sequence[Path], settings: Settings, *, now: datetime | None = None
 ) -> LoadReport:
     """Run the audit over `inputs` (raw-message Avro files) and land it in settings.database."""
+    SchemaStore.load(settings.schemas_dir)  # a broken site catalog fails here, not in a worker
     policy = SlaPolicy.load(default_sla=settings.default_sla)
     rules = IntakeRules(
         now=now or datetime.now(UTC),
@@ -119,7 +127,7 @@ def run_batch(
     stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=settings.database.parent))
     try:
         pipeline = beam.Pipeline(runner=batch_runner(), options=beam_options(settings))
-        build(pipeline, inputs, stage, policy, rules)
+        build(pipeline, inputs, stage, policy, rules, settings.schemas_dir)
         result = pipeline.run()
         result.wait_until_finish()
         counters = result.metrics().query(MetricsFilter().with_name(RECORDS_IN))["counters"]

@@ -14,6 +14,7 @@ from typing import Any
 from connectors.duckdb_quality import BatchHeld
 from connectors.duckdb_reader import QueryError
 from connectors.errors import KafkaSourceError
+from connectors.schema_store import SchemaCatalogError
 from pipelines import quarantine_cli, validate_cli
 from pipelines.settings import Settings
 from pipelines.validate_cli import ValidationUnavailable
@@ -152,7 +153,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             if args.topic_prefix is None
             else args.topic_prefix,
         ),
-        SchemaStore.load(),
+        SchemaStore.load(settings.schemas_dir),
     )
     elapsed = time.perf_counter() - started
     for topic, count in sorted(sent.items()):
@@ -286,7 +287,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BatchHeld as error:
         print(f"removal-audit: {error}", file=sys.stderr)
         return 3
-    except (QueryError, FileNotFoundError, KafkaSourceError, ValidationUnavailable) as error:
+    except (
+        QueryError,
+        FileNotFoundError,
+        KafkaSourceError,
+        ValidationUnavailable,
+        SchemaCatalogError,
+    ) as error:
         print(f"removal-audit: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # a duckdb error in an auditor's query is not a crash

@@ -108,9 +108,12 @@ def load_suites(directory: Path | None = None) -> tuple[Suite, ...]:
     return tuple(suites)
 
 
-def suite_parameters(max_clock_skew_seconds: int) -> dict[str, Any]:
-    """The values suites refer to as {"$PARAMETER": name}."""
-    store = SchemaStore.load()
+def suite_parameters(
+    max_clock_skew_seconds: int, schemas_dir: Path | None = None
+) -> dict[str, Any]:
+    """The values suites refer to as {"$PARAMETER": name}; the schema versions are those of
+    the catalog in `schemas_dir` (None: the packaged one), which intake records."""
+    store = SchemaStore.load(schemas_dir)
 
     def versions(topic: str) -> list[int]:
         return [v.version for v in store.versions(SUBJECTS[topic])]

@@ -381,7 +381,7 @@ def cmd_quarantine(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"removal-audit quarantine: {error}", file=sys.stderr)
         return 2
     try:
-        store = SchemaStore.load()
+        store = SchemaStore.load(settings.schemas_dir)
         rules = IntakeRules(
             now=None,
             max_clock_skew_seconds=settings.max_clock_skew_seconds,

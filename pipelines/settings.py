@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(
         default=1_048_576, gt=0, description="Larger messages are quarantined as oversize."
     )
+    schemas_dir: Path | None = Field(
+        default=None,
+        description="Site schema catalog (a directory with catalog.json and the .avsc files "
+        "it lists) used instead of the packaged schemas/, e.g. to register a version "
+        "producers already write before the pipeline reads it (default: the packaged one).",
+    )
     quality_gate: bool = Field(
         default=True,
         description="Validate every landed batch with the suites of expectations/ before "

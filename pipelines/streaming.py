@@ -51,6 +51,7 @@ from connectors.kafka_source import (
 )
 from connectors.origin import SourceRef
 from connectors.quarantine_topic import QuarantineForwarder, QuarantineTopicSettings
+from connectors.schema_store import SchemaStore
 from connectors.stream_offsets import PartitionKey
 from pipelines import process_state, rows
 from pipelines.intake import Accepted, IntakeRules
@@ -79,12 +80,16 @@ class StreamingPlan:
 
 
 def landed_event(table: str, row: Mapping[str, Any]) -> TimestampedValue:
-    """A row of request_events / action_events -> (Accepted, landed=True) at its event time."""
+    """A row of request_events / action_events -> (Accepted, landed=True) at its event time.
+
+    The event tables keep no message bytes, so payload and key are empty (b"", None): a
+    landed copy is always the delivery dedupe keeps, so they never reach a quarantine row.
+    """
     event: RequestEvent | ActionEvent = (
         RequestEvent.from_avro(row) if table == "request_events" else ActionEvent.from_avro(row)
     )
     origin = SourceRef.parse(str(row["source_ref"]))
-    accepted = Accepted(event, origin, int(row["schema_version"]), b"")
+    accepted = Accepted(event, origin, int(row["schema_version"]), b"", None)
     return TimestampedValue((accepted, True), event.event_time.timestamp())
 
 
@@ -100,7 +105,8 @@ def build(
     """Wire the streaming audit (see the module docstring); returns the ids of the stages
     that keep state in this process."""
     messages = pipeline | "ReadKafka" >> ReadFromKafka(source)
-    intake = messages | "DecodeAndValidate" >> DecodeAndValidate(rules)
+    # One catalog for the source's event-time read and for intake (see KafkaSourceSettings).
+    intake = messages | "DecodeAndValidate" >> DecodeAndValidate(rules, source.schemas_dir)
     deliveries = [intake.accepted | "FromKafka" >> beam.Map(lambda a: (a, False))]
     for table, path in (plan.landed_events or {}).items():
         deliveries.append(
@@ -173,6 +179,7 @@ def run_streaming(
 ) -> int:
     """Run the streaming audit until the job ends (`stop_at_end`), SIGTERM/SIGINT, or
     `stop` is set. Returns the run number."""
+    SchemaStore.load(settings.schemas_dir)  # a broken site catalog fails here, not in a worker
     policy = SlaPolicy.load(default_sla=settings.default_sla)
     rules = IntakeRules(
         now=None,

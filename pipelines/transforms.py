@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -37,13 +38,17 @@ DAY = timedelta(days=1)
 
 
 class TakeInFn(beam.DoFn):  # type: ignore[misc]
-    """(SourceRef, RawMessage) -> Accepted; refused messages to the `quarantine` output."""
+    """(SourceRef, RawMessage) -> Accepted; refused messages to the `quarantine` output.
 
-    def __init__(self, rules: IntakeRules) -> None:
+    `schemas_dir`: the schema catalog (None: the packaged one). The DoFn carries the path
+    and each worker loads the store once, in `setup`."""
+
+    def __init__(self, rules: IntakeRules, schemas_dir: Path | None = None) -> None:
         self._rules = rules
+        self._schemas_dir = schemas_dir
 
     def setup(self) -> None:
-        self._store = SchemaStore.load()
+        self._store = SchemaStore.load(self._schemas_dir)
 
     def process(self, element: tuple[SourceRef, RawMessage]) -> Iterator[Any]:
         origin, message = element
@@ -55,16 +60,18 @@ class TakeInFn(beam.DoFn):  # type: ignore[misc]
 
 
 class DecodeAndValidate(beam.PTransform):  # type: ignore[misc]
-    """Raw messages -> {main: Accepted, quarantine: Quarantined}."""
+    """Raw messages -> {main: Accepted, quarantine: Quarantined}, decoded with the schema
+    catalog in `schemas_dir` (None: the packaged one)."""
 
-    def __init__(self, rules: IntakeRules) -> None:
+    def __init__(self, rules: IntakeRules, schemas_dir: Path | None = None) -> None:
         super().__init__()
         self._rules = rules
+        self._schemas_dir = schemas_dir
 
     def expand(self, messages: Any) -> Any:
-        return messages | "TakeIn" >> beam.ParDo(TakeInFn(self._rules)).with_outputs(
-            QUARANTINE, main="accepted"
-        )
+        return messages | "TakeIn" >> beam.ParDo(
+            TakeInFn(self._rules, self._schemas_dir)
+        ).with_outputs(QUARANTINE, main="accepted")
 
 
 class DedupeFn(beam.DoFn):  # type: ignore[misc]
@@ -86,7 +93,10 @@ def topic_of(accepted: Accepted) -> str:
 
 def repeat_output(other: Accepted, kept: Accepted) -> Any:
     """Another delivery of `kept`'s event_id: a `duplicates` row when the event is the
-    same, else a quarantine record (EVENT_ID_CONFLICT) keeping its bytes."""
+    same, else a quarantine record (EVENT_ID_CONFLICT) keeping its key and value bytes.
+
+    `other` is always a delivery read from a source (a landed copy is kept, never refused),
+    so its key and payload are the message's own."""
     topic, event_id = topic_of(kept), kept.event.event_id
     if other.event == kept.event:
         return pvalue.TaggedOutput(
@@ -106,7 +116,7 @@ def repeat_output(other: Accepted, kept: Accepted) -> Any:
             reason=ReasonCode.EVENT_ID_CONFLICT,
             message=f"event_id {event_id} already delivered with other content "
             f"at {kept.origin.ref}",
-            key=None,
+            key=other.key,
             value=other.payload,
             event_id=event_id,
         ),

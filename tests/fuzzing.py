@@ -282,7 +282,7 @@ def check_intake(
     assert decoded is not None
     end = body_end(message.value, decoded.writer)
     assert end == len(message.value), f"accepted {len(message.value) - end} bytes after the record"
-    assert (result.origin, result.payload) == (origin, message.value)
+    assert (result.origin, result.payload, result.key) == (origin, message.value, message.key)
     assert result.schema_version == decoded.writer.version
     event = result.event
     if message.topic == REQUESTS_TOPIC:

@@ -9,8 +9,12 @@ from typing import Any
 
 import pytest
 
-from connectors.schema_store import SchemaStore, schema_fingerprint
+from connectors.avro_codec import decode, encode_confluent, encode_single_object
+from connectors.errors import DecodeError, ReasonCode
+from connectors.schema_store import SchemaCatalogError, SchemaStore, schema_fingerprint
 from pipelines.resources import schemas_dir
+from tests.conftest import request
+from tests.site_catalog import NEW_CATEGORY, V3_REGISTRY_ID, write_site_catalog
 
 REQUESTS = "removal.requests-value"
 ACTIONS = "removal.actions-value"
@@ -222,3 +226,60 @@ def test_missing_or_broken_catalog(tmp_path: Path) -> None:
     (tmp_path / "catalog.json").write_text("[]", encoding="utf-8")
     with pytest.raises(ValueError, match="'subjects'"):
         SchemaStore.load(tmp_path)
+
+
+# --- the reader pin (catalog.json "readers") -------------------------------------------
+
+
+def test_without_a_pin_the_reader_is_the_newest_version(store: SchemaStore, tmp_path: Path) -> None:
+    for subject in store.subjects():
+        assert store.reader(subject) is store.latest(subject)
+    unpinned = SchemaStore.load(write_site_catalog(tmp_path / "site", pin_reader=None))
+    assert unpinned.reader(REQUESTS).version == unpinned.latest(REQUESTS).version == 3
+
+
+def test_a_pinned_reader_is_older_than_the_newest_writer(tmp_path: Path) -> None:
+    site = SchemaStore.load(write_site_catalog(tmp_path / "site", pin_reader=2))
+    reference = SchemaStore.load()
+    assert [sv.version for sv in site.versions(REQUESTS)] == [1, 2, 3]
+    assert site.latest(REQUESTS).version == 3
+    assert site.reader(REQUESTS) == reference.reader(REQUESTS)  # v2, as packaged
+    assert site.reader(ACTIONS) == reference.reader(ACTIONS)  # unpinned: its newest
+    v3 = site.version(REQUESTS, 3)
+    assert site.by_fingerprint(v3.fingerprint) is v3
+    assert site.by_registry_id(V3_REGISTRY_ID) is v3
+
+
+def test_a_pinned_reader_reads_a_newer_writer_and_refuses_its_new_symbols(tmp_path: Path) -> None:
+    site = SchemaStore.load(write_site_catalog(tmp_path / "site", pin_reader=2))
+    record = request(1).to_avro()
+    old_symbol = encode_single_object(record, REQUESTS, site, version=3)
+    decoded = decode(old_symbol, REQUESTS, site)
+    assert decoded.writer.version == 3 and decoded.record == record
+    new_symbol = encode_confluent({**record, "category": NEW_CATEGORY}, REQUESTS, site, 3)
+    with pytest.raises(DecodeError) as info:
+        decode(new_symbol, REQUESTS, site)
+    assert info.value.reason is ReasonCode.UNKNOWN_ENUM_SYMBOL
+    assert NEW_CATEGORY in info.value.message
+    # Encoding without a version writes what the pipeline reads, not the newest.
+    assert encode_single_object(record, REQUESTS, site)[2:10] == site.reader(REQUESTS).fingerprint
+
+
+@pytest.mark.parametrize(
+    ("readers", "message"),
+    [
+        ({REQUESTS: 7}, r"removal\.requests-value' pinned to v7"),
+        ({"removal.nope-value": 1}, "unknown subject 'removal.nope-value'"),
+        ({REQUESTS: "2"}, "'readers' must map subjects to version numbers"),
+        ({REQUESTS: True}, "'readers' must map subjects to version numbers"),
+        ([REQUESTS], "'readers' must map subjects to version numbers"),
+    ],
+)
+def test_bad_reader_pins_are_refused(tmp_path: Path, readers: Any, message: str) -> None:
+    directory = write_site_catalog(tmp_path / "site", pin_reader=None)
+    catalog = json.loads((directory / "catalog.json").read_text(encoding="utf-8"))
+    catalog["readers"] = readers
+    (directory / "catalog.json").write_text(json.dumps(catalog), encoding="utf-8")
+    with pytest.raises(SchemaCatalogError, match=message) as info:
+        SchemaStore.load(directory)
+    assert "catalog.json" in str(info.value)

@@ -119,7 +119,7 @@ def test_quarantine_keeps_reason_and_bytes(landed: tuple[Settings, list[Path]]) 
     try:
         _, rows = run_sql(
             con,
-            "SELECT reason_code, source_ref, octet_length(raw_value) > 0 "
+            "SELECT reason_code, source_ref, octet_length(raw_value) > 0, raw_key "
             "FROM quarantine ORDER BY 1",
         )
         _, requests = run_sql(
@@ -139,6 +139,8 @@ def test_quarantine_keeps_reason_and_bytes(landed: tuple[Settings, list[Path]]) 
         "TRUNCATED",
     ]
     assert all(r[2] for r in rows)
+    # The conflicting delivery's own key (its content is c9), not the kept one's (c2).
+    assert rows[0][0] == "EVENT_ID_CONFLICT" and rows[0][3] == b"twitter/c9"
     assert {r[1] for r in rows} == {
         "requests.avro#7",
         "actions.avro#3",
