@@ -1,5 +1,5 @@
 """Quarantine on Kafka: every quarantined record, byte for byte, on the topic
-`<prefix>removal.quarantine`; and the replay of quarantined records to their source topics.
+`<prefix>removal.quarantine`, and the settings and headers replays share.
 
 DuckDB's `quarantine` table is the record of truth. The topic is a copy for consumers that
 alert on refused records or repair them without reading DuckDB. `QuarantineForwarder` is a
@@ -40,9 +40,8 @@ the forwarder reads it, sizes its producer to it, and warns at start when it is 
 the source topics need. The limits are read once per producer (first use, and after a
 failure), not per call.
 
-A replay (`produce_replays`, for `removal-audit quarantine replay`) produces records back to
-their source topics with key and value unchanged and one header, `removal-audit.replay-of` =
-quarantine_id. It creates no topic: a missing source topic means the wrong broker or prefix.
+Replays back to the source topics: `connectors.quarantine_replay`; producing and topic
+limits: `connectors.kafka_produce`.
 
 Example (the streaming writer thread, after each landing):
     forwarder = QuarantineForwarder(QuarantineTopicSettings.from_source(source))
@@ -57,19 +56,27 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import ConfigFilterType, ConfigResource, ConfigResourceType
 from kafka.errors import (
     KafkaError,
-    KafkaTimeoutError,
     MessageSizeTooLargeError,
-    RecordListTooLargeError,
     TopicAlreadyExistsError,
 )
-from kafka.record.default_records import DefaultRecordBatchBuilder
+
+from connectors.kafka_produce import (
+    CONNECTION_OPTIONS,
+    DEFAULT_REQUEST_BYTES,
+    MAX_MESSAGE_BYTES,
+    PERMANENT_ERRORS,
+    Outgoing,
+    Written,
+    max_message_bytes,
+    produce,
+    record_bytes,
+)
 
 if TYPE_CHECKING:
     from connectors.kafka_source import KafkaSourceSettings
@@ -86,24 +93,10 @@ HEADER_SOURCE_REF = "removal-audit.source-ref"
 HEADER_EVENT_ID = "removal-audit.event-id"
 HEADER_REPLAY_OF = "removal-audit.replay-of"
 
-MAX_MESSAGE_BYTES = "max.message.bytes"  # the topic config that bounds a record batch
 # A quarantine record is a source record plus the removal-audit.* headers: two positions, a
 # reason and its message, a topic name, an event id; a few hundred bytes in practice. The
 # topic this creates takes this much more than the largest source topic does.
 HEADER_ROOM_BYTES = 64 * 1024
-# kafka-python's max_request_size default: the producer's size when no limit is known.
-_DEFAULT_REQUEST_BYTES = 1_048_576
-
-# kafka-python connection options shared by producers and admin clients (consumer_config()
-# of the streaming source holds the same names).
-_CONNECTION_OPTIONS = (
-    *("security_protocol", "ssl_check_hostname", "sasl_mechanism"),
-    *("sasl_plain_username", "sasl_plain_password"),
-    *("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"),
-)
-# Refusals that a retry cannot change: the record is larger than the limits allow.
-_PERMANENT = (MessageSizeTooLargeError, RecordListTooLargeError)
-
 # Rows not forwarded yet, in source order (source, then numeric position).
 _PENDING_SQL = """
 SELECT q.quarantine_id, q.topic, q.source_ref, q.reason_code, q.message, q.event_id,
@@ -151,7 +144,7 @@ class QuarantineTopicSettings:
     max_records: int = 10_000
 
     def __post_init__(self) -> None:
-        unknown = set(self.security) - set(_CONNECTION_OPTIONS)
+        unknown = set(self.security) - set(CONNECTION_OPTIONS)
         if unknown:
             raise ValueError(f"not a connection option: {', '.join(sorted(unknown))}")
         # A private copy: the settings travel pickled to workers and must not change under them.
@@ -169,7 +162,7 @@ class QuarantineTopicSettings:
         given: dict[str, Any] = {
             "bootstrap_servers": source.bootstrap_servers,
             "topic_prefix": source.topic_prefix,
-            "security": {k: config[k] for k in _CONNECTION_OPTIONS if k in config},
+            "security": {k: config[k] for k in CONNECTION_OPTIONS if k in config},
             "source_topics": tuple(source.topic_prefix + t for t in source.topics),
         }
         return cls(**{**given, **overrides})
@@ -211,7 +204,7 @@ class QuarantineTopicSettings:
             **self.security,
         }
 
-    def producer_config(self, max_request_size: int = _DEFAULT_REQUEST_BYTES) -> dict[str, Any]:
+    def producer_config(self, max_request_size: int = DEFAULT_REQUEST_BYTES) -> dict[str, Any]:
         """`max_request_size`: the largest record (batch) it sends; the topic's limit."""
         delivery_ms = int(self.timeout_s * 1000)
         return {
@@ -231,33 +224,6 @@ class QuarantineTopicSettings:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One record to produce: `quarantine_id` names the row it comes from."""
-
-    quarantine_id: str
-    topic: str  # the Kafka topic, prefix included
-    key: bytes | None
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """Where the broker acknowledged a record, or why it refused it (`error`)."""
-
-    quarantine_id: str
-    topic: str
-    partition: int | None
-    offset: int | None
-    error: BaseException | None = None
-
-    @property
-    def position(self) -> str:
-        """ "topic/partition#offset", the project's source_ref form."""
-        return f"{self.topic}/{self.partition}#{self.offset}"
-
-
 def quarantine_headers(row: Mapping[str, Any]) -> tuple[tuple[str, bytes], ...]:
     """The headers of a quarantine row (a dict with the `quarantine` table's columns)."""
     headers = [
@@ -270,33 +236,6 @@ def quarantine_headers(row: Mapping[str, Any]) -> tuple[tuple[str, bytes], ...]:
     if row.get("event_id") is not None:
         headers.append((HEADER_EVENT_ID, row["event_id"]))
     return tuple((name, str(value).encode()) for name, value in headers)
-
-
-def record_bytes(record: Outgoing) -> int:
-    """The size the broker compares with max.message.bytes, at most: `record` alone in a
-    batch (kafka-python's estimate, the one its producer checks max_request_size against)."""
-    return int(
-        DefaultRecordBatchBuilder.estimate_size_in_bytes(
-            record.key, record.value, list(record.headers)
-        )
-    )
-
-
-def max_message_bytes(admin: KafkaAdminClient, topics: Sequence[str]) -> dict[str, int]:
-    """max.message.bytes of each of `topics` (the topic's own setting, else the broker's
-    default), e.g. {"demo.removal.requests": 1048588}. Topics the broker does not describe
-    (missing, or no DescribeConfigs permission) are left out."""
-    if not topics:
-        return {}
-    described = admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, t, [MAX_MESSAGE_BYTES]) for t in topics],
-        config_filter=ConfigFilterType.ALL,  # the default ("modified") hides broker defaults
-    )
-    return {
-        topic: int(configs[MAX_MESSAGE_BYTES]["value"])
-        for topic, configs in described.get("topic", {}).items()
-        if MAX_MESSAGE_BYTES in configs
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +251,7 @@ class TopicLimit:
     def request_bytes(self) -> int:
         """The producer's max_request_size: the topic's limit; unknown, what the sources need
         (the broker then refuses what does not fit)."""
-        return self.max_bytes or self.needed or _DEFAULT_REQUEST_BYTES
+        return self.max_bytes or self.needed or DEFAULT_REQUEST_BYTES
 
 
 def ensure_topic(settings: QuarantineTopicSettings) -> TopicLimit:
@@ -356,48 +295,6 @@ def ensure_topic(settings: QuarantineTopicSettings) -> TopicLimit:
             *(MAX_MESSAGE_BYTES, settings.topic, needed),
         )
     return TopicLimit(max_bytes, needed)
-
-
-def missing_topics(settings: QuarantineTopicSettings, topics: Sequence[str]) -> list[str]:
-    admin = KafkaAdminClient(**settings.admin_config())
-    try:
-        return sorted(set(topics) - set(admin.list_topics()))
-    finally:
-        admin.close()
-
-
-def produce(
-    producer: KafkaProducer, records: Sequence[Outgoing], timeout_s: float
-) -> list[Written]:
-    """Send `records` and wait for every outcome: one `Written` each, in order, with the
-    partition and offset the broker acknowledged, or the error."""
-    futures: list[tuple[Outgoing, Any]] = []
-    for record in records:
-        try:
-            future: Any = producer.send(
-                record.topic, key=record.key, value=record.value, headers=list(record.headers)
-            )
-        except KafkaError as refused:  # e.g. larger than max_request_size, raised at once
-            future = refused
-        futures.append((record, future))
-    # On a timeout, the futures still pending are reported as not acknowledged below.
-    with contextlib.suppress(KafkaTimeoutError):
-        producer.flush(timeout=timeout_s)
-    written = []
-    for record, future in futures:
-        error: BaseException | None
-        if isinstance(future, BaseException):
-            error = future
-        elif not future.is_done:
-            error = KafkaTimeoutError(f"not acknowledged within {timeout_s:g} s")
-        elif future.failed():
-            error = future.exception
-        else:
-            meta = future.value
-            written.append(Written(record.quarantine_id, meta.topic, meta.partition, meta.offset))
-            continue
-        written.append(Written(record.quarantine_id, record.topic, None, None, error))
-    return written
 
 
 class QuarantineForwarder:
@@ -454,8 +351,10 @@ class QuarantineForwarder:
         sendable = [o for o, w in zip(outgoing, too_large, strict=True) if w is None]
         written += produce(producer, sendable, self.settings.timeout_s)
         acked = [w for w in written if w.error is None]
-        refused = [w for w in written if isinstance(w.error, _PERMANENT)]
-        failed = [w for w in written if w.error is not None and not isinstance(w.error, _PERMANENT)]
+        refused = [w for w in written if isinstance(w.error, PERMANENT_ERRORS)]
+        failed = [
+            w for w in written if w.error is not None and not isinstance(w.error, PERMANENT_ERRORS)
+        ]
         self._record(con, acked, refused)
         for w in refused:
             log.error("quarantine row %s stays in DuckDB only: %s", w.quarantine_id, w.error)
@@ -536,55 +435,6 @@ def _too_large(record: Outgoing, limit: TopicLimit) -> Written | None:
         )
     error = MessageSizeTooLargeError(f"{size} bytes with its headers, more than {why}")
     return Written(record.quarantine_id, record.topic, None, None, error)
-
-
-class Replay(NamedTuple):
-    """A quarantined record going back to `topic` (the Kafka topic, prefix included)."""
-
-    quarantine_id: str
-    topic: str
-    key: bytes | None
-    value: bytes
-
-
-def produce_replays(settings: QuarantineTopicSettings, records: Sequence[Replay]) -> list[Written]:
-    """Produce `records`, key and value unchanged, each with the header
-    removal-audit.replay-of = its quarantine_id; return where each was written.
-
-    Creates no topic: raises QuarantineTopicError before producing anything when a topic is
-    missing, and after producing when any record was not acknowledged (the error lists the
-    ones that were, so that the operator knows what went out)."""
-    outgoing = [
-        Outgoing(qid, topic, key, value, ((HEADER_REPLAY_OF, qid.encode()),))
-        for qid, topic, key, value in records
-    ]
-    if not outgoing:
-        return []
-    try:
-        missing = missing_topics(settings, sorted({o.topic for o in outgoing}))
-        if not missing:
-            producer = KafkaProducer(**settings.producer_config())
-    except KafkaError as error:
-        raise QuarantineTopicError(
-            f"cannot reach {settings.bootstrap_servers}: {error!r}; nothing was produced"
-        ) from error
-    if missing:
-        raise QuarantineTopicError(
-            f"no such topic: {', '.join(missing)} (a replay creates none: check "
-            "--bootstrap-servers and --topic-prefix); nothing was produced"
-        )
-    try:
-        written = produce(producer, outgoing, settings.timeout_s)
-    finally:
-        producer.close(timeout=settings.timeout_s)
-    failed = [w for w in written if w.error is not None]
-    if failed:
-        done = ", ".join(f"{w.quarantine_id} -> {w.position}" for w in written if w.error is None)
-        raise QuarantineTopicError(
-            f"{len(failed)} of {len(written)} replayed records were not acknowledged; first: "
-            f"{failed[0].quarantine_id}: {failed[0].error!r}; acknowledged: {done or 'none'}"
-        )
-    return written
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
