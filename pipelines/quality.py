@@ -149,6 +149,10 @@ class SuiteRunner:
         state["_context"], state["_definitions"] = None, {}
         return state
 
+    def warm_up(self) -> None:
+        """Import Great Expectations now (seconds), not at the first validation."""
+        import great_expectations  # noqa: F401
+
     def _prepare(self) -> None:
         if self._context is not None:
             return

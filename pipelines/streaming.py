@@ -170,6 +170,13 @@ def prism_options(prism_location: str) -> PipelineOptions:
     )
 
 
+def _warmed(gate: QualityGate) -> QualityGate:
+    # Great Expectations takes seconds to import: here, before the job starts, rather than in
+    # the writer thread at the first snapshot (the worker runs in this process, LOOPBACK).
+    gate.runner.warm_up()
+    return gate
+
+
 def run_streaming(
     settings: Settings,
     prism_location: str,
@@ -202,7 +209,7 @@ def run_streaming(
             if settings.kafka_group_id
             else None,
             quarantine=QuarantineForwarder(QuarantineTopicSettings.from_source(source)),
-            gate=QualityGate.from_settings(settings).check_stream
+            gate=_warmed(QualityGate.from_settings(settings)).check_stream
             if settings.quality_gate
             else None,
         )
