@@ -36,6 +36,7 @@ from typing import ClassVar, Protocol, Self
 import duckdb
 from kafka.errors import KafkaError
 
+from connectors.duckdb_sink import AUDIT_TABLES
 from connectors.duckdb_stream_sink import LandingBatch, StreamSink
 from connectors.quarantine_topic import QuarantineForwarder, QuarantineTopicError
 
@@ -63,8 +64,8 @@ class Gate(Protocol):
     ) -> bool: ...
 
 
-# The key column of each table a validation scope names.
-SCOPE_KEYS = {"request_events": "event_id", "action_events": "event_id", "requests": "request_id"}
+# The tables a validation scope names by key (their one key column, AUDIT_TABLES).
+SCOPE_TABLES = ("request_events", "action_events", "requests")
 
 
 @dataclass(frozen=True)
@@ -202,9 +203,9 @@ class SharedWriter:
             if landed:
                 self._dirty = True
                 self._unvalidated.append(batch.batch_id)
-                for table, key in SCOPE_KEYS.items():
+                for table in SCOPE_TABLES:
                     if table in batch.tables:
-                        keys = batch.tables[table].column(key).to_pylist()
+                        keys = batch.tables[table].column(AUDIT_TABLES[table]).to_pylist()
                         self._scope.setdefault(table, []).extend(keys)
                 self._forward_quarantine()
                 if pending.watermark is not None:

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -61,7 +62,7 @@ class GateOutcome:
         return {
             "validation_id": self.validation_id,
             "failed": {
-                r.suite: [f.as_json() | {"sample": f.as_json()["sample"][:3]} for f in r.failures]
+                r.suite: [dataclasses.replace(f, sample=f.sample[:3]).as_json() for f in r.failures]
                 for r in self.results
                 if not r.success
             },

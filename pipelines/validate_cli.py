@@ -22,6 +22,7 @@ from typing import TextIO
 import duckdb
 
 from connectors import duckdb_quality as dq
+from connectors.duckdb_reader import connect_auditor
 from connectors.duckdb_sink import connect_writer
 from pipelines.settings import Settings
 
@@ -69,9 +70,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _connect(database: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     if read_only:
-        con = duckdb.connect(str(database), read_only=True)
-        con.execute("SET TimeZone = 'UTC'")
-        return con
+        return connect_auditor(database)
     try:
         return connect_writer(database)
     except duckdb.IOException as error:
