@@ -23,6 +23,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from connectors import duckdb_alerts as alerts
+
 HELD, RELEASED, ACCEPTED = "HELD", "RELEASED", "ACCEPTED"
 BATCH_HELD_RULE = "BatchHeld"
 BATCH_HELD_RUNBOOK = (
@@ -136,6 +138,7 @@ def hold(
     validation_id: str,
     failed_suites: Sequence[str],
     evidence: Mapping[str, Any],
+    sinks: Sequence[str] = (),
 ) -> None:
     """Hold the batches (a batch already held keeps its first hold) and raise the BatchHeld
     alert for the path unless it is already firing."""
@@ -147,23 +150,22 @@ def hold(
             [batch_id, path, validation_id, ",".join(failed_suites), now, HELD],
         )
     labels = json.dumps({"path": path}, sort_keys=True)
-    firing = con.execute(
-        "SELECT 1 FROM alerts WHERE rule = ? AND labels = ? AND resolved_at IS NULL",
-        [BATCH_HELD_RULE, labels],
-    ).fetchall()
-    if firing:
+    if alerts.firing(con, BATCH_HELD_RULE, labels):
         return
-    con.execute(
-        "INSERT INTO alerts VALUES (?, ?, 'critical', ?, ?, ?, ?, ?, NULL)",
-        [
+    alerts.fire(
+        con,
+        alerts.AlertRecord(
             f"{BATCH_HELD_RULE}:{path}:{validation_id}",
             BATCH_HELD_RULE,
+            "critical",
             labels,
             f"{len(batch_ids)} {path} batch(es) held: suites {', '.join(failed_suites)} failed",
-            json.dumps(evidence, default=str, sort_keys=True),
+            evidence,
             BATCH_HELD_RUNBOOK,
             now,
-        ],
+        ),
+        now=now,
+        sinks=sinks,
     )
 
 
@@ -211,7 +213,7 @@ def accepted(con: duckdb.DuckDBPyConnection, batch_id: str) -> bool:
 
 
 def resolve_alerts(con: duckdb.DuckDBPyConnection, at: datetime) -> None:
-    con.execute(
-        "UPDATE alerts SET resolved_at = ? WHERE rule = ? AND resolved_at IS NULL",
-        [at, BATCH_HELD_RULE],
-    )
+    for (alert_id,) in con.execute(
+        "SELECT alert_id FROM alerts WHERE rule = ? AND resolved_at IS NULL", [BATCH_HELD_RULE]
+    ).fetchall():
+        alerts.resolve(con, alert_id, at, now=at)

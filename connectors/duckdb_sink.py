@@ -51,6 +51,12 @@ class BatchGate(Protocol):
     ) -> None: ...
 
 
+class BatchAlerts(Protocol):
+    """What a load needs of the alert monitor (pipelines.monitoring.AlertMonitor)."""
+
+    def evaluate(self, con: duckdb.DuckDBPyConnection) -> Any: ...
+
+
 class AccountError(RuntimeError):
     """The record account does not balance: a load that would lose records is refused."""
 
@@ -69,6 +75,8 @@ class LoadReport:
     replayed: bool
     # What the data-quality gate said, for humans (e.g. "5 suites, 35 expectations passed").
     validation: str = "not validated"
+    # What the alert rules said, e.g. "alerts through 2021-04-30: 7 fired, 7 resolved".
+    alerts: str = "alerts not evaluated"
 
     @property
     def balanced(self) -> bool:
@@ -115,12 +123,14 @@ def land_batch(
     policy_version: str,
     policy_rows: Sequence[Mapping[str, Any]],
     gate: BatchGate | None = None,
+    alerts: BatchAlerts | None = None,
 ) -> LoadReport:
     """Replace the audit tables with the Parquet files staged as `stage/<table>-*.parquet`.
 
     With a `gate`, a first load of these inputs is validated before it commits: a failure
     rolls it back, records the validation, holds the run and raises BatchHeld (unless an
-    operator accepted the run: then it lands, its validation recorded)."""
+    operator accepted the run: then it lands, its validation recorded). With `alerts`, a
+    first load evaluates the alert rules on what it lands, in the same transaction."""
     run_id, inputs_json = run_identity(inputs, policy_version)
     con = connect_writer(database)
     try:
@@ -155,6 +165,11 @@ def land_batch(
                 con.commit()
                 raise BatchHeld(run_id, outcome.describe())
             gate.record(con, outcome, path="batch", batch_ids=[run_id], hold=False)
+        alerted = "alerts not evaluated"
+        if existing is not None:
+            alerted = "alerts evaluated when first loaded"
+        if existing is None and alerts is not None:
+            alerted = alerts.evaluate(con).describe()
         if existing is None:
             con.execute(
                 "INSERT INTO load_ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -180,6 +195,7 @@ def land_batch(
             quarantined,
             existing is not None,
             validation,
+            alerted,
         )
     except BatchHeld:
         raise  # its own transaction committed the hold

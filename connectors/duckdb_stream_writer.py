@@ -29,13 +29,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import ClassVar, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import duckdb
 from kafka.errors import KafkaError
 
+from connectors.alert_sinks import AlertDispatcher, DeliveryThread
 from connectors.duckdb_sink import AUDIT_TABLES
 from connectors.duckdb_stream_sink import LandingBatch, StreamSink
 from connectors.quarantine_topic import QuarantineForwarder, QuarantineTopicError
@@ -53,6 +54,10 @@ class Pending(Protocol):
     def merge(self, later: Self) -> None: ...
 
     def batch(self) -> LandingBatch: ...
+
+
+class AlertEvaluator(Protocol):
+    def evaluate(self, con: duckdb.DuckDBPyConnection, through: date | None = None) -> Any: ...
 
 
 class Gate(Protocol):
@@ -87,6 +92,16 @@ class WriterConfig:
     # Copies new quarantine rows to the quarantine topic after each landing (at least once;
     # DuckDB stays the record of truth, so a broker failure is logged and retried).
     quarantine: QuarantineForwarder | None = None
+    # Evaluates the alert rules through the landed watermark's last midnight before each
+    # snapshot is published (pipelines.monitoring.AlertMonitor), in its own transaction.
+    alerts: AlertEvaluator | None = None
+    # Delivers the queued alert notifications from a thread of its own.
+    dispatcher: AlertDispatcher | None = None
+    # Told the writer's connection and the next offset per partition after each snapshot
+    # publication (e.g. pipelines.streaming_monitor.MetricsRefresh).
+    on_published: (
+        Callable[[duckdb.DuckDBPyConnection, Mapping[tuple[str, int], int]], None] | None
+    ) = None
 
 
 class WriterFailed(RuntimeError):
@@ -112,6 +127,9 @@ class SharedWriter:
         self._unvalidated: list[str] = []
         self._scope: dict[str, list[str]] = {}
         self._stop = threading.Event()
+        self._delivery = None
+        if config.dispatcher is not None and config.dispatcher.sinks:
+            self._delivery = DeliveryThread(config.dispatcher, self._sink.connection, self._use)
         self._thread = threading.Thread(
             target=self._loop, name=f"duckdb-writer:{config.database.name}", daemon=True
         )
@@ -232,13 +250,34 @@ class SharedWriter:
                     self._sink.connection, list(self._unvalidated), dict(self._scope)
                 )
                 self._unvalidated, self._scope = [], {}
+            if publishable and self.config.alerts is not None and self._watermark is not None:
+                self._evaluate_alerts(self._watermark)
             if publishable:
                 self._sink.publish_snapshot()
             self._dirty = False
             self._published_at = time.monotonic()
-            if self.config.on_landed is not None:
+            if self.config.on_landed is not None or self.config.on_published is not None:
                 # Reads the whole ledger: once per snapshot, not once per micro-batch.
-                self.config.on_landed(self._sink.resume_offsets())
+                offsets = self._sink.resume_offsets()
+                if self.config.on_landed is not None:
+                    self.config.on_landed(offsets)
+                if self.config.on_published is not None:
+                    self.config.on_published(self._sink.connection, offsets)
+
+    def _evaluate_alerts(self, watermark: datetime) -> None:
+        assert self.config.alerts is not None
+        con = self._sink.connection
+        con.execute("BEGIN")
+        try:
+            outcome = self.config.alerts.evaluate(con, watermark.astimezone(UTC).date())
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        if outcome.fired or outcome.resolved:
+            log.info("%s", outcome.describe())
+            if self._delivery is not None:
+                self._delivery.poke()
 
     def close(self) -> None:
         self._stop.set()
@@ -251,6 +290,8 @@ class SharedWriter:
                 if self._dirty:
                     self.publish_now()
         finally:
+            if self._delivery is not None:
+                self._delivery.close()
             with self._use:
                 if self.config.quarantine is not None:
                     self._forward_quarantine()

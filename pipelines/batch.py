@@ -7,6 +7,7 @@ returns the record account.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -20,11 +21,13 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+from connectors.alert_sinks import AlertDispatcher
 from connectors.beam_files import ReadRawMessages
-from connectors.duckdb_sink import LoadReport, land_batch
+from connectors.duckdb_sink import LoadReport, connect_writer, land_batch
 from connectors.schema_store import SchemaStore
 from pipelines import rows
 from pipelines.intake import IntakeRules
+from pipelines.monitoring import AlertMonitor, deliver_after_load, dispatcher_from_settings
 from pipelines.policy import SlaPolicy
 from pipelines.quality_gate import QualityGate
 from pipelines.settings import Settings
@@ -39,6 +42,9 @@ from pipelines.transforms import (
 )
 
 RECORDS_IN = "records_in"
+
+
+log = logging.getLogger(__name__)
 
 
 def beam_options(settings: Settings) -> PipelineOptions:
@@ -123,6 +129,12 @@ def run_batch(
         oldest_plausible=settings.oldest_plausible,
         max_message_bytes=settings.max_message_bytes,
     )
+    dispatcher = dispatcher_from_settings(settings, kafka=settings.kafka_alerts)
+    monitor = AlertMonitor.from_settings(settings, dispatcher.sinks)  # a bad rules file: here
+    gate = None
+    if settings.quality_gate:
+        gate = QualityGate.from_settings(settings)
+        gate.alert_sinks = dispatcher.sinks
     settings.database.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=settings.database.parent))
     try:
@@ -139,7 +151,26 @@ def run_batch(
             records_in=records_in,
             policy_version=policy.version,
             policy_rows=policy.rows(),
-            gate=QualityGate.from_settings(settings) if settings.quality_gate else None,
+            gate=gate,
+            alerts=monitor,
         )
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if dispatcher.sinks:  # also after a held load: its BatchHeld alert
+            _deliver(settings.database, dispatcher)
+
+
+def _deliver(database: Path, dispatcher: AlertDispatcher) -> None:
+    con = connect_writer(database)
+    try:
+        report = deliver_after_load(con, dispatcher)
+        if report.failed:
+            log.warning(
+                "%d alert notification(s) not delivered, kept queued (removal-audit alerts "
+                "send retries them): %s",
+                report.failed,
+                "; ".join(report.errors),
+            )
+    finally:
+        dispatcher.close()
+        con.close()

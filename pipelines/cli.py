@@ -15,7 +15,7 @@ from connectors.duckdb_quality import BatchHeld
 from connectors.duckdb_reader import QueryError
 from connectors.errors import KafkaSourceError
 from connectors.schema_store import SchemaCatalogError
-from pipelines import quarantine_cli, validate_cli
+from pipelines import alerts_cli, monitor_cli, quarantine_cli, validate_cli
 from pipelines.settings import Settings
 from pipelines.validate_cli import ValidationUnavailable
 
@@ -271,6 +271,8 @@ def parser() -> argparse.ArgumentParser:
 
     quarantine_cli.add_parser(sub)
     validate_cli.add_parser(sub)
+    monitor_cli.add_parser(sub)
+    alerts_cli.add_parser(sub)
     return p
 
 

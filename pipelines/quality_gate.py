@@ -91,8 +91,10 @@ class GateOutcome:
 
 
 class QualityGate:
-    def __init__(self, runner: SuiteRunner) -> None:
+    def __init__(self, runner: SuiteRunner, alert_sinks: Sequence[str] = ()) -> None:
         self.runner = runner
+        # Where the BatchHeld alert is notified (connectors/alert_sinks.py), besides DuckDB.
+        self.alert_sinks = tuple(alert_sinks)
         # Stream batches whose first check failed, checked again before they are held.
         self._suspect: tuple[list[str], dict[str, list[str]]] | None = None
 
@@ -154,6 +156,7 @@ class QualityGate:
                 validation_id=outcome.validation_id,
                 failed_suites=outcome.failed_suites,
                 evidence=outcome.evidence(),
+                sinks=self.alert_sinks,
             )
         elif outcome.passed and outcome.scope == "all":
             released = dq.release_holds(con, outcome.validation_id)

@@ -82,6 +82,7 @@ def print_account(report: LoadReport, out: TextIO) -> None:
         f"({'balanced' if report.balanced else 'NOT BALANCED'})\n"
     )
     out.write(f"data-quality gate: {report.validation}\n")
+    out.write(f"{report.alerts}\n")
     if report.replayed:
         out.write("same inputs as an earlier load: tables rewritten identically\n")
     out.write(f"database: {report.database}\n")
@@ -98,6 +99,18 @@ def print_orphans(con: duckdb.DuckDBPyConnection, database: Path, out: TextIO) -
         f"orphan actions (no request on their content): {rows[0][0]:,}, "
         f"{len(unmatched):,} unmatched after {query.params['grace_days']} days: {command}\n"
     )
+
+
+def print_alerts(con: duckdb.DuckDBPyConnection, database: Path, out: TextIO) -> None:
+    """The backlog spikes the alert rules found, at the event time they fired."""
+    query = canned_queries()["alert_episodes"]
+    columns, rows = run_sql(con, query.sql, {"rule": "BacklogSpike"})
+    command = " ".join([_cli(), "sql", "--db", shlex.quote(str(database)), "--canned", query.name])
+    out.write(f"backlog spikes (event time; every alert episode: {command}):\n")
+    for row in rows:
+        r = dict(zip(columns, row, strict=True))
+        until = "firing" if r["resolved_at"] is None else f"to {r['resolved_at']:%Y-%m-%d}"
+        out.write(f"  {r['fired_at']:%Y-%m-%d} {until}: {r['summary']}\n")
 
 
 def print_figures(checks: list[FigureCheck], out: TextIO) -> None:
@@ -142,6 +155,7 @@ def run_demo(settings: Settings, *, scenario: str, seed: int, out: TextIO) -> in
     try:
         checks = [check_figure(con, f, settings.database) for f in figures]
         print_orphans(con, settings.database, out)
+        print_alerts(con, settings.database, out)
     finally:
         con.close()
     out.write("\n3. published figures vs the pipeline's SQL (read-only auditor connection):\n\n")

@@ -89,6 +89,52 @@ class Settings(BaseSettings):
     snapshot_every_seconds: float = Field(
         default=30.0, ge=0, description="How often the streaming job refreshes the snapshot."
     )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the Prometheus metrics endpoint binds to (streaming job, monitor).",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics on this port while the streaming job runs "
+        "(default: none; `removal-audit monitor` serves a database's).",
+    )
+    alert_rules: Path | None = Field(
+        default=None,
+        description="Alert rules file (TOML) used instead of the packaged "
+        "pipelines/data/alert_rules.toml.",
+    )
+    alerts_topic: str | None = Field(
+        default="removal.alerts",
+        description="Kafka topic (after the topic prefix) alert notifications are produced to "
+        "by the streaming job, and by batch loads when kafka_alerts is set (empty: none).",
+    )
+    kafka_alerts: bool = Field(
+        default=False,
+        description="Batch loads also produce their alert notifications to the alerts topic.",
+    )
+    alert_webhook_url: SecretStr | None = Field(
+        default=None,
+        description="Alertmanager-compatible webhook receiver that alert notifications are "
+        "POSTed to (its URL may carry a token, so it is masked when printed).",
+    )
+    alert_notify_history_days: int = Field(
+        default=7,
+        ge=0,
+        description="An alert episode that had already ended more than this many days (event "
+        "time) before the data reached the pipeline (a replay of history) is recorded in "
+        "DuckDB but not notified.",
+    )
+    alert_webhook_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Timeout of one webhook POST."
+    )
+    alert_retry_max_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Longest wait between retries of an undelivered notification "
+        "(exponential backoff from 1 s).",
+    )
     prism_location: Path | None = Field(
         default=None,
         description="Prism runner binary (default: build or reuse the cached one, "

@@ -55,13 +55,16 @@ from connectors.schema_store import SchemaStore
 from connectors.stream_offsets import PartitionKey
 from pipelines import process_state, rows
 from pipelines.intake import Accepted, IntakeRules
+from pipelines.metrics import serve_metrics
 from pipelines.model import ActionEvent, RequestEvent
+from pipelines.monitoring import AlertMonitor, dispatcher_from_settings
 from pipelines.policy import SlaPolicy
 from pipelines.quality_gate import QualityGate
 from pipelines.settings import Settings
 from pipelines.streaming_dedupe import NEW_EVENTS, DedupeDeliveries
 from pipelines.streaming_land import DUPLICATE, EVENT, QUARANTINE, RELEASE, Land
 from pipelines.streaming_lifecycle import ReleaseLifecycles
+from pipelines.streaming_monitor import MetricsRefresh, collector_for
 from pipelines.transforms import DUPLICATES, DecodeAndValidate
 from pipelines.transforms import QUARANTINE as QUARANTINE_TAG
 
@@ -200,6 +203,11 @@ def run_streaming(
         base = source_settings(settings, stop_at_end=stop_at_end)
         plan = plan_run(settings, base, policy, Path(workdir))
         source = dataclasses.replace(base, start_offsets=plan.start_offsets)
+        dispatcher = dispatcher_from_settings(settings, kafka=True)
+        gate = None
+        if settings.quality_gate:
+            gate = _warmed(QualityGate.from_settings(settings))
+            gate.alert_sinks = dispatcher.sinks
         writer = WriterConfig(
             settings.database,
             settings.snapshot_path,
@@ -209,10 +217,18 @@ def run_streaming(
             if settings.kafka_group_id
             else None,
             quarantine=QuarantineForwarder(QuarantineTopicSettings.from_source(source)),
-            gate=_warmed(QualityGate.from_settings(settings)).check_stream
-            if settings.quality_gate
-            else None,
+            gate=None if gate is None else gate.check_stream,
+            alerts=AlertMonitor.from_settings(settings, dispatcher.sinks),
+            dispatcher=dispatcher,
+            on_published=None
+            if settings.metrics_port is None
+            else MetricsRefresh(settings.database, source.consumer_config()),
         )
+        server = None
+        if settings.metrics_port is not None:
+            collector = collector_for(settings.database)
+            server = serve_metrics(settings.metrics_host, settings.metrics_port, collector)
+            log.info("metrics at %s", server.url)
         log.info("run %d starts at %s", plan.run, dict(plan.start_offsets))
         pipeline = beam.Pipeline(options=prism_options(prism_location))
         stages = build(pipeline, source, plan, policy, rules, writer)
@@ -230,6 +246,8 @@ def run_streaming(
         finally:
             SharedWriter.release_all()
             process_state.drop(stages)
+            if server is not None:
+                server.close()
     return plan.run
 
 

@@ -105,13 +105,14 @@ def test_canonical_form_drops_docs_and_uses_full_names(store: SchemaStore) -> No
 
 
 def test_subjects_and_versions(store: SchemaStore) -> None:
-    assert store.subjects() == (REQUESTS, ACTIONS, RAW)
+    assert store.subjects() == (REQUESTS, ACTIONS, RAW, "removal.alerts-value")
     assert [sv.version for sv in store.versions(REQUESTS)] == [1, 2]
     latest = store.latest(REQUESTS)
     assert (latest.subject, latest.version, latest.registry_id) == (REQUESTS, 2, 3)
     assert store.version(REQUESTS, 1).registry_id == 1
     assert store.latest(ACTIONS).registry_id == 2
     assert store.latest(RAW).registry_id is None
+    assert store.latest("removal.alerts-value").registry_id == 4
 
 
 def test_lookup_by_fingerprint_and_registry_id(store: SchemaStore) -> None:
