@@ -19,7 +19,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/removal-audit demo
 
-test: $(STAMP)
+test: $(STAMP) promtool
 	$(BIN)/python -m pytest
 
 check: $(STAMP)
@@ -48,3 +48,11 @@ kafka-stop: $(STAMP)
 
 prism: $(STAMP)
 	$(BIN)/python docker/prism/build.py
+
+# Prometheus' promtool for the alerting rules' tests (docker/prometheus): on PATH, cached, or
+# taken from the distribution's prometheus package into the user cache (seconds; no root
+# needed); prints its path.
+.PHONY: promtool
+
+promtool: $(STAMP)
+	$(BIN)/python docker/prometheus/promtool.py

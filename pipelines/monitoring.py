@@ -170,7 +170,7 @@ def dispatcher_from_settings(settings: Any, *, kafka: bool) -> AlertDispatcher:
     """The sinks the settings configure: the webhook when its URL is set; the alerts topic
     when `kafka` (the streaming job; batch loads with kafka_alerts) and a topic is named."""
     topic = None
-    if kafka and settings.alerts_topic:
+    if kafka and settings.alerts_topic and settings.alerts_topic.lower() != "none":
         source = QuarantineTopicSettings.from_settings(settings)
         topic = AlertTopic(
             source.bootstrap_servers,

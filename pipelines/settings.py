@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     alerts_topic: str | None = Field(
         default="removal.alerts",
         description="Kafka topic (after the topic prefix) alert notifications are produced to "
-        "by the streaming job, and by batch loads when kafka_alerts is set (empty: none).",
+        "by the streaming job, and by batch loads when kafka_alerts is set ('none': no topic).",
     )
     kafka_alerts: bool = Field(
         default=False,
