@@ -2,8 +2,8 @@
 
     removal-audit alerts                 # episodes firing now, with their evidence
     removal-audit alerts --all           # every episode, resolved ones included
-    removal-audit alerts --send          # deliver the queued notifications now (webhook;
-                                         # also the alerts topic with --kafka)
+    removal-audit alerts --send          # deliver the queued notifications now, backoff
+                                         # or not (webhook; the alerts topic with --kafka)
 
 Alerts are evaluated by the pipeline itself (batch loads and the streaming job), in event
 time; this command only reads them, or sends what the outbox still holds (e.g. after the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from connectors.duckdb_reader import connect_auditor
@@ -49,6 +50,11 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             return 2
         con = connect_writer(database)
         try:
+            # Asked for now: every queued notification is due, whatever its backoff said.
+            con.execute(
+                "UPDATE alert_notifications SET next_attempt_at = ? WHERE delivered_at IS NULL",
+                [datetime.now(UTC)],
+            )
             report = deliver_after_load(con, dispatcher)
         finally:
             dispatcher.close()

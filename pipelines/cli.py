@@ -1,5 +1,5 @@
 """The `removal-audit` command: generate, run, publish, sql, fingerprint, demo, quarantine,
-validate."""
+validate, monitor, alerts."""
 
 from __future__ import annotations
 

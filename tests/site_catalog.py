@@ -18,7 +18,7 @@ from pipelines.resources import schemas_dir
 REQUESTS_SUBJECT = "removal.requests-value"
 NEW_CATEGORY = "ELECTION_INTEGRITY"  # a symbol v3 adds and pipelines.model.Category lacks
 V3_FILE = "removal_request/v3.avsc"
-V3_REGISTRY_ID = 4
+V3_REGISTRY_ID = 5  # after the packaged catalog's ids (1-4)
 
 
 def request_v3_schema() -> dict[str, Any]:
@@ -33,9 +33,9 @@ def request_v3_schema() -> dict[str, Any]:
 
 
 def write_site_catalog(directory: Path, *, pin_reader: int | None = 2) -> Path:
-    """Copy the packaged catalog to `directory` and register request v3 (registry id 4);
-    `pin_reader`: the request reader version pinned in catalog.json (None: no pin, so v3
-    would be the reader). Returns `directory`."""
+    """Copy the packaged catalog to `directory` and register request v3 (registry id
+    V3_REGISTRY_ID); `pin_reader`: the request reader version pinned in catalog.json (None:
+    no pin, so v3 would be the reader). Returns `directory`."""
     shutil.copytree(schemas_dir(), directory)
     (directory / V3_FILE).write_text(json.dumps(request_v3_schema()), encoding="utf-8")
     catalog_path = directory / "catalog.json"

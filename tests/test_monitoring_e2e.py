@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ from connectors.schema_store import SchemaStore
 from pipelines.intake import ACTIONS_TOPIC, REQUESTS_TOPIC
 from pipelines.settings import Settings
 from tests.streaming_job import StreamingJob, cli
+from tests.webhook_receiver import Receiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.prism]
 
@@ -45,44 +44,10 @@ BUDGET_S = 900.0
 SPIKE = {"category": "SUICIDE_PROMOTION", "platform": "twitter", "authority": "Roskomnadzor"}
 
 
-class Receiver:
-    """An Alertmanager webhook receiver on 127.0.0.1 that answers 503 to the first POST."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.refused = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if receiver.refused == 0:
-                    receiver.refused += 1
-                    self.send_response(503)
-                else:
-                    receiver.bodies.append(json.loads(body))
-                    self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}/alerts"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
+    r.answers = [503]  # the first delivery is refused: it must be retried
     try:
         yield r
     finally:
@@ -196,7 +161,7 @@ def test_spike_alert_reaches_webhook_and_topic_and_metrics_show_the_seed(
 
     # The webhook: Alertmanager's format, the suicide-promotion spike fired at 2021-03-04
     # (event time) and resolved; the first POST was refused and retried.
-    assert receiver.refused == 1
+    assert [status for status, _ in receiver.seen[:2]] == [503, 200]
     firing = [b for b in spikes if b["status"] == "firing"]
     assert len(firing) == 1 and len([b for b in spikes if b["status"] == "resolved"]) == 1
     alert = firing[0]["alerts"][0]

@@ -6,57 +6,28 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pytest
 
 from connectors import duckdb_alerts as outbox
+from connectors import duckdb_quality as dq
 from connectors.alert_sinks import AlertDispatcher, Webhook, webhook_body
 from connectors.duckdb_sink import connect_writer
+from tests.webhook_receiver import Receiver
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 LABELS = '{"authority": "Roskomnadzor", "category": "DRUGS", "platform": "twitter"}'
-
-
-class Receiver:
-    """Answers each POST with the next status of `answers` (then 200), keeping the bodies."""
-
-    def __init__(self) -> None:
-        self.answers: list[int] = []
-        self.seen: list[tuple[int, dict[str, Any]]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status = receiver.answers.pop(0) if receiver.answers else 200
-                receiver.seen.append((status, body))
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-
-    def delivered(self) -> list[tuple[str, str]]:
-        return [(b["alerts"][0]["fingerprint"], b["status"]) for s, b in self.seen if s == 200]
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
-    r.server.shutdown()
-    r.server.server_close()
+    r.close()
 
 
 @pytest.fixture
@@ -198,3 +169,28 @@ def test_webhook_body_of_a_resolved_alert_names_its_end() -> None:
     assert body["status"] == "resolved" and body["groupKey"] == "removal-audit:A-1"
     assert body["alerts"][0]["endsAt"] == "2021-03-14T00:00:00Z"
     assert body["commonLabels"]["alertname"] == "BacklogSpike"
+
+
+def test_a_held_batch_is_notified_once_and_its_release_after_it(
+    con: duckdb.DuckDBPyConnection, receiver: Receiver
+) -> None:
+    for validation in ("v1", "v2"):  # a second failing check does not fire again
+        dq.hold(
+            con,
+            batch_ids=[f"batch-{validation}"],
+            path="stream",
+            validation_id=validation,
+            failed_suites=["requests"],
+            evidence={"requests": "1 unexpected"},
+            sinks=("webhook",),
+        )
+    dispatcher = AlertDispatcher(webhook=Webhook(receiver.url))
+    dispatcher.deliver(con, T0)
+    assert dq.release_holds(con, "v3") == 2
+    dispatcher.deliver(con, datetime.now(UTC) + timedelta(seconds=1))
+    assert receiver.delivered() == [
+        ("BatchHeld:stream:v1", "firing"),
+        ("BatchHeld:stream:v1", "resolved"),
+    ]
+    labels = receiver.seen[0][1]["alerts"][0]["labels"]
+    assert labels == {"alertname": "BatchHeld", "severity": "critical", "path": "stream"}

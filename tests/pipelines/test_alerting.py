@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
+import socket
+import subprocess
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -17,8 +20,11 @@ import pytest
 from connectors.duckdb_sink import connect_writer
 from pipelines.alert_rules import AlertRule, AlertRules, AlertRulesError, RuleKind
 from pipelines.alerting import Figures, day_range, evaluate
+from pipelines.batch import run_batch
 from pipelines.monitoring import AlertMonitor
 from pipelines.settings import Settings
+from tests.streaming_job import cli
+from tests.webhook_receiver import Receiver
 
 SUICIDE = '{"authority": "Roskomnadzor", "category": "SUICIDE_PROMOTION", "platform": "twitter"}'
 
@@ -220,3 +226,63 @@ def test_the_packaged_rules_load() -> None:
     rules = AlertRules.load()
     assert [r.name for r in rules.rules] == ["BacklogSpike", "OverdueHigh", "BreachRateHigh"]
     assert all(r.runbook and r.summary for r in rules.rules)
+
+
+def test_a_batch_load_notifies_the_webhook_and_queues_what_it_could_not_send(
+    demo: tuple[Settings, str], tmp_path: Path
+) -> None:
+    """`removal-audit run` over the seed's files with a webhook set: every episode goes out
+    (firing, then resolved) once the history window allows it; a receiver that is down
+    leaves them queued, and `alerts --send` delivers them later."""
+    receiver = Receiver()
+    try:
+        data = demo[0].data_dir
+        inputs = [data / "requests.avro", data / "actions.avro"]
+        settings = Settings(
+            database=tmp_path / "audit.duckdb",
+            alert_webhook_url=f"http://127.0.0.1:{_closed_port()}/hook",  # down
+            alert_notify_history_days=10_000,
+            quality_gate=False,
+        )
+        report = run_batch(inputs, settings)
+        assert report.alerts.startswith("alerts through 2021-04-30: 7 fired, 7 resolved")
+        con = connect_writer(settings.database)
+        try:
+            queued = con.execute(
+                "SELECT status, count(*) FROM alert_notifications WHERE delivered_at IS NULL "
+                "GROUP BY ALL ORDER BY ALL"
+            ).fetchall()
+        finally:
+            con.close()
+        assert queued == [("firing", 7), ("resolved", 7)]
+        sent = subprocess.run(
+            cli("alerts", "--send", "--db", str(settings.database)),
+            env={**os.environ, "REMOVAL_AUDIT_ALERT_WEBHOOK_URL": receiver.url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "delivered 14, still queued 0" in sent.stdout
+        delivered = receiver.delivered()
+        assert len(delivered) == 14
+        for alert_id, status in delivered:
+            if status == "resolved":  # never before its firing one
+                assert delivered.index((alert_id, "firing")) < delivered.index((alert_id, status))
+        spike = [
+            b["alerts"][0]
+            for _, b in receiver.seen
+            if b["alerts"][0]["labels"].get("category") == "SUICIDE_PROMOTION"
+            and b["alerts"][0]["labels"]["alertname"] == "BacklogSpike"
+        ]
+        assert [a["status"] for a in spike] == ["firing", "resolved"]
+        assert spike[0]["startsAt"] == "2021-03-04T00:00:00Z"
+    finally:
+        receiver.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
