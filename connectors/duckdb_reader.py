@@ -8,7 +8,9 @@ nor turn those settings back on.
 
 from __future__ import annotations
 
+import os
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,20 +28,40 @@ class QueryError(ValueError):
     """A canned query that does not exist or lacks a parameter."""
 
 
+def _pin(database: Path) -> Path | None:
+    """A new hard link to `database`'s current file, beside it; None when it cannot be made."""
+    link = database.with_name(f".{database.name}.reader-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.link(database, link)
+    except OSError:
+        return None
+    return link
+
+
 def connect_auditor(database: Path) -> duckdb.DuckDBPyConnection:
     if not database.is_file():
         raise FileNotFoundError(
             f"no audit database at {database}: run `removal-audit run` (or `make demo`) first"
         )
-    con = duckdb.connect(
-        str(database),
-        read_only=True,
-        config={
-            "enable_external_access": False,
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-        },
-    )
+    # DuckDB opens the file several times while connecting (header, catalog, blocks): a
+    # snapshot the writer replaces in between (a rename over the path) would pair one copy's
+    # header with another's blocks. A private hard link pins one copy for all of them; it
+    # is removed once connected (the open handle keeps the copy). Without write access to
+    # the directory, the path itself is opened.
+    pinned = _pin(database)
+    try:
+        con = duckdb.connect(
+            str(pinned or database),
+            read_only=True,
+            config={
+                "enable_external_access": False,
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+            },
+        )
+    finally:
+        if pinned is not None:
+            pinned.unlink(missing_ok=True)
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET lock_configuration = true")
     return con
