@@ -95,7 +95,6 @@ class AlertMonitor:
             if first <= through:
                 todo.append((rule, first))
         tracks = store.load_tracks(con)
-        loaded = dict(tracks)
         transitions: list[Transition] = []
         if todo:
             earliest = min(first - ONE_DAY * rule.lookback_days for rule, first in todo)
@@ -109,8 +108,7 @@ class AlertMonitor:
             tracks.pop((gone.rule, gone.labels), None)
         transitions = sorted(transitions, key=lambda t: (t.day, t.kind == "fired")) + removed
         outcome = self._record(con, transitions, through, now)
-        if tracks != loaded:  # most snapshots bring no new day: nothing to rewrite
-            store.save_tracks(con, tracks)
+        store.save_tracks(con, tracks)
         for rule, _ in todo:
             store.save_checkpoint(con, rule.name, rule.digest(), through, now)
         outcome.evaluated_through = through

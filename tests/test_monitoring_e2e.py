@@ -34,7 +34,7 @@ from connectors.schema_store import SchemaStore
 from pipelines.intake import ACTIONS_TOPIC, REQUESTS_TOPIC
 from pipelines.settings import Settings
 from tests.streaming_job import StreamingJob, cli
-from tests.webhook_receiver import Receiver, free_port
+from tests.webhook_receiver import Receiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.prism]
 
@@ -52,6 +52,14 @@ def receiver() -> Iterator[Receiver]:
         yield r
     finally:
         r.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -108,7 +116,7 @@ def test_spike_alert_reaches_webhook_and_topic_and_metrics_show_the_seed(
         PublishSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix),
         [prefix + t for t in (REQUESTS_TOPIC, ACTIONS_TOPIC)],
     )
-    port = free_port()
+    port = _free_port()
     database = tmp_path / "stream.duckdb"
     job = StreamingJob(
         database,

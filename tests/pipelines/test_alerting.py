@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import shutil
+import socket
 import subprocess
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from pipelines.batch import run_batch
 from pipelines.monitoring import AlertMonitor
 from pipelines.settings import Settings
 from tests.streaming_job import cli
-from tests.webhook_receiver import Receiver, free_port
+from tests.webhook_receiver import Receiver
 
 SUICIDE = '{"authority": "Roskomnadzor", "category": "SUICIDE_PROMOTION", "platform": "twitter"}'
 
@@ -239,7 +240,7 @@ def test_a_batch_load_notifies_the_webhook_and_queues_what_it_could_not_send(
         inputs = [data / "requests.avro", data / "actions.avro"]
         settings = Settings(
             database=tmp_path / "audit.duckdb",
-            alert_webhook_url=f"http://127.0.0.1:{free_port()}/hook",  # down
+            alert_webhook_url=f"http://127.0.0.1:{_closed_port()}/hook",  # down
             alert_notify_history_days=10_000,
             quality_gate=False,
         )
@@ -279,3 +280,9 @@ def test_a_batch_load_notifies_the_webhook_and_queues_what_it_could_not_send(
         assert spike[0]["startsAt"] == "2021-03-04T00:00:00Z"
     finally:
         receiver.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
