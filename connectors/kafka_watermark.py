@@ -136,7 +136,10 @@ class EventTimeWatermark(WatermarkEstimator):  # type: ignore[misc]
 
 
 def element_stamp(
-    event_us: int | None, arrival_us: int | None, limit_us: int, watermark: Timestamp
+    event_us: int | None,
+    arrival_us: int | None,
+    limit_us: int,
+    watermark: Timestamp | Callable[[], Timestamp],
 ) -> tuple[Timestamp, bool]:
     """(timestamp of a read record, whether its event time moves the watermark).
 
@@ -148,10 +151,13 @@ def element_stamp(
     timers (the landing stage always has its next daily tick pending), so a record dated
     2100 would wait for 2100. Nor may it move the watermark: every later event would be late.
 
+    `watermark` may be given as a function, called only when needed: the partition's
+    combined watermark is a lock and a scan of its peers, too dear for every record.
+
     Example: element_stamp(None, 5, 10, Timestamp(micros=3)) == (Timestamp(micros=5), False)
     """
     if event_us is not None and event_us <= limit_us:
         return Timestamp(micros=event_us), True
     if event_us is None and arrival_us is not None and arrival_us <= limit_us:
         return Timestamp(micros=arrival_us), False
-    return watermark, False
+    return (watermark if isinstance(watermark, Timestamp) else watermark()), False

@@ -411,3 +411,14 @@ def test_records_intake_will_refuse_as_in_the_future_are_stamped_at_the_watermar
     assert element_stamp(None, 900, limit, watermark) == (Timestamp(micros=900), False)
     assert element_stamp(None, 9_000, limit, watermark) == (watermark, False)
     assert element_stamp(None, None, limit, watermark) == (watermark, False)
+
+
+def test_the_watermark_is_computed_only_for_records_stamped_with_it() -> None:
+    def never() -> Timestamp:
+        raise AssertionError("the watermark was computed for a record with a time of its own")
+
+    limit, watermark = 5_000, Timestamp(micros=1_000)
+    assert element_stamp(4_000, 900, limit, never) == (Timestamp(micros=4_000), True)
+    assert element_stamp(None, 900, limit, never) == (Timestamp(micros=900), False)
+    assert element_stamp(5_001, 900, limit, lambda: watermark) == (watermark, False)
+    assert element_stamp(None, None, limit, lambda: watermark) == (watermark, False)
