@@ -56,3 +56,20 @@ prism: $(STAMP)
 
 promtool: $(STAMP)
 	$(BIN)/python docker/prometheus/promtool.py
+
+# The benchmark (bench/RESULTS.md): the same generated events through the floor (Kafka ->
+# fastavro -> DuckDB), the batch and streaming pipeline and plain DuckDB SQL, at 1M and 10M
+# events, then the latency run; starts its own broker, builds Prism. Hours, not minutes:
+# BENCH_ARGS="--sizes 100000 --only floor,batch,sql" for a quick look.
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_ARGS ?=
+
+.PHONY: bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.report

@@ -1,0 +1,1 @@
+"""Benchmark support: a fast, calibrated workload generator and a batching Kafka publisher."""

@@ -1,0 +1,115 @@
+"""Measured subprocesses: wall time and the peak resident memory of a whole process tree.
+
+A benchmarked command runs in its own process group; a sampler thread sums the resident
+set (VmRSS, from /proc) of every process in the group every `interval` seconds and keeps
+the peak, so a job that starts a runner (Prism, a Go binary) is measured with it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return 0
+
+
+def group_rss(pgid: int) -> int:
+    """Sum of VmRSS over the processes of process group `pgid`."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) == pgid:
+                total += _rss_bytes(int(entry))
+        except (ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
+@dataclass
+class RssSampler:
+    """Samples a process group's resident memory in the background."""
+
+    pgid: int
+    interval: float = 0.2
+    peak: int = 0
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> RssSampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set():
+            rss = group_rss(self.pgid)
+            self.samples.append((time.monotonic() - started, rss))
+            self.peak = max(self.peak, rss)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> int:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return self.peak
+
+
+@dataclass(frozen=True)
+class Measured:
+    returncode: int
+    seconds: float
+    peak_rss: int
+    output: str
+    samples: list[tuple[float, int]]  # (seconds since start, group RSS bytes)
+
+
+def run_measured(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    log: Path,
+    timeout: float,
+) -> Measured:
+    """Run `argv` in its own process group until it exits (or `timeout`, then kill it and
+    raise TimeoutError); wall time and the group's peak RSS. Output goes to `log`."""
+    with log.open("wb") as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        sampler = RssSampler(process.pid).start()
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as late:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise TimeoutError(
+                f"{argv[0]}... did not finish in {timeout:.0f} s (log: {log})"
+            ) from late
+        finally:
+            peak = sampler.stop()
+        seconds = time.perf_counter() - started
+    return Measured(code, seconds, peak, log.read_text(errors="replace"), sampler.samples)

@@ -1,0 +1,188 @@
+"""bench/out/results.json -> the table in bench/RESULTS.md (between its markers) and the
+chart bench/results.png.
+
+    python -m bench.report [--results bench/out/results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_MD = ROOT / "bench" / "RESULTS.md"
+CHART = ROOT / "bench" / "results.png"
+START, END = "<!-- bench:table:start -->", "<!-- bench:table:end -->"
+MIB = 2**20
+
+# Targets from the issue: events/s floors, latency ceiling, memory per open request.
+TARGETS = {"streaming_rate": 50_000, "streaming_ratio": 0.5, "batch_rate": 100_000}
+LATENCY_P99_S = 2.0
+BYTES_PER_OPEN = 1024
+
+
+def _rate(step: dict[str, Any] | None) -> float | None:
+    if not step or "error" in step:
+        return None
+    return float(step["rate"])
+
+
+def _fmt_rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _fmt_ratio(value: float | None, floor: float | None) -> str:
+    if value is None or not floor:
+        return "-"
+    return f"{value / floor:.3f}"
+
+
+def _mib(step: dict[str, Any] | None) -> str:
+    if not step or "error" in step or not step.get("peak_rss"):
+        return "-"
+    return f"{step['peak_rss'] / MIB:,.0f}"
+
+
+def rows(results: dict[str, Any]) -> list[list[str]]:
+    out: list[list[str]] = []
+    for size in results["sizes"]:
+        floor = size.get("floor")
+        floor_rate = _rate(floor)
+        sql = size.get("sql")
+        sql_rate = None
+        if sql and "error" not in sql and floor_rate:
+            # The user of plain SQL loads the events (the floor) and then runs the SQL.
+            sql_rate = size["messages"] / (floor["seconds"] + sql["seconds"])
+        streaming = size.get("streaming")
+        per_open = "-"
+        if streaming and "error" not in streaming and streaming.get("bytes_per_open_request"):
+            per_open = f"{streaming['bytes_per_open_request']:,.0f}"
+        for name, step, rate in (
+            ("floor: Kafka -> fastavro -> DuckDB (Arrow)", floor, floor_rate),
+            ("pipeline, batch over files", size.get("batch"), _rate(size.get("batch"))),
+            ("pipeline, streaming over Kafka", streaming, _rate(streaming)),
+            ("plain DuckDB SQL (floor load + SQL)", sql, sql_rate),
+        ):
+            error = step.get("error") if step else "not run"
+            seconds = "-" if error else f"{step['seconds']:,.1f}"  # type: ignore[index]
+            if name.startswith("plain") and not error:
+                seconds = f"{floor['seconds'] + sql['seconds']:,.1f}"  # type: ignore[index]
+            out.append(
+                [
+                    f"{size['messages']:,}",
+                    name,
+                    seconds,
+                    _fmt_rate(rate) if not error else f"failed: {str(error)[:60]}",
+                    _fmt_ratio(rate, floor_rate),
+                    _mib(step),
+                    per_open if name.startswith("pipeline, streaming") else "-",
+                ]
+            )
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    head = [
+        "messages",
+        "path",
+        "seconds",
+        "events/s",
+        "ratio to floor",
+        "peak RSS (MiB)",
+        "bytes / open request (peak - idle RSS)",
+    ]
+    m = results["machine"]
+    lines = [
+        f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, {m['os']}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
+    latency = results.get("latency")
+    if latency and "error" not in latency:
+        lines += [
+            "",
+            f"Latency, streaming job fed {latency['rate']:,.0f} events/s for "
+            f"{latency['sent'] / latency['rate']:,.0f} s ({latency['sent']:,} messages, "
+            f"{latency['landed']:,} landed), snapshot every {latency['snapshot_every']:g} s:",
+            "",
+            "| from Kafka append to | p50 (s) | p99 (s) |",
+            "|---|---|---|",
+            f"| committed in the job's database | {latency['commit_p50']:.2f} | "
+            f"{latency['commit_p99']:.2f} |",
+            f"| visible in the auditors' snapshot | {latency['visible_p50']:.2f} | "
+            f"{latency['visible_p99']:.2f} |",
+        ]
+    elif latency:
+        lines += ["", f"Latency run failed: {latency['error'][:300]}"]
+    lines += [
+        "",
+        f"Run {results['started']} to {results.get('finished', '(unfinished)')}: "
+        f"`{results['command']}`",
+    ]
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = [("floor", "floor"), ("batch", "batch"), ("streaming", "streaming"), ("sql", "SQL")]
+    sizes = results["sizes"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.8 / len(paths)
+    for i, (key, label) in enumerate(paths):
+        rates = []
+        for size in sizes:
+            step = size.get(key)
+            if key == "sql" and step and "error" not in step and size.get("floor"):
+                rates.append(size["messages"] / (size["floor"]["seconds"] + step["seconds"]))
+            else:
+                rates.append(_rate(step) or 0.0)
+        xs = [j + i * width for j in range(len(sizes))]
+        left.bar(xs, rates, width, label=label)
+        mems = [(size.get(key) or {}).get("peak_rss", 0) / MIB for size in sizes]
+        right.bar(xs, mems, width, label=label)
+    labels = [f"{s['messages'] / 1e6:.1f}M messages" for s in sizes]
+    for ax in (left, right):
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(sizes))], labels)
+        ax.legend(fontsize=8)
+    left.set_yscale("log")
+    left.set_ylabel("events / s (log)")
+    left.axhline(TARGETS["batch_rate"], color="grey", ls="--", lw=0.8)
+    left.axhline(TARGETS["streaming_rate"], color="grey", ls=":", lw=0.8)
+    left.set_title("throughput (dashed: batch target, dotted: streaming target)", fontsize=9)
+    right.set_ylabel("peak RSS (MiB)")
+    right.set_title("peak resident memory of the process tree", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def render(results: dict[str, Any], markdown: Path = RESULTS_MD, png: Path = CHART) -> None:
+    text = markdown.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{markdown} lacks the markers {START} / {END}")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    markdown.write_text(f"{head}{START}\n{table(results)}\n{END}{tail}")
+    chart(results, png)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.report")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "out" / "results.json")
+    args = parser.parse_args(argv)
+    render(json.loads(args.results.read_text()))
+    print(f"table: {RESULTS_MD}\nchart: {CHART}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

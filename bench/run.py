@@ -1,0 +1,312 @@
+"""`make bench`: the same events through the floor, the pipeline (batch and streaming) and
+plain DuckDB SQL, at each size; then the latency run; results to JSON, RESULTS.md's table
+and the chart.
+
+    python -m bench.run [--sizes 1000000,10000000] [--only floor,batch,sql,streaming,latency]
+
+Each measured step runs as its own process (wall time, peak RSS of its process tree). One
+Kafka broker (the project's, docker/kafka/broker.py) serves the run on 127.0.0.1; each size
+gets its own topics. Work files go to a temporary directory under bench/out/ (removed after
+each size); results to bench/out/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import duckdb
+
+from bench.proc import run_measured
+from bench.stream import run_latency, run_throughput
+from bench.workload import Workload, ensure_workload
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out"
+STEPS = ("floor", "batch", "sql", "streaming", "latency")
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def prism_location() -> str:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "prism" / "build.py")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def _json_tail(output: str) -> dict[str, Any]:
+    return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def _step(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    print(f"  {name} ...", flush=True)
+    try:
+        result = run()
+    except Exception as error:  # recorded in the table, the other steps still run
+        print(f"  {name} FAILED: {error}", flush=True)
+        return {"error": str(error)[-500:]}
+    print(f"  {name}: {json.dumps(result)}", flush=True)
+    return result
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, bootstrap: str, prism: str) -> None:
+        self.args, self.bootstrap, self.prism = args, bootstrap, prism
+        self.python = sys.executable
+
+    def size(self, events: int) -> dict[str, Any]:
+        print(f"{events:,} events", flush=True)
+        started = time.perf_counter()
+        workload = ensure_workload(events, self.args.seed)
+        out: dict[str, Any] = {
+            "events": events,
+            "messages": workload.messages,
+            "workload": {
+                "requests": workload.requests,
+                "actions": workload.actions,
+                "duplicates": workload.duplicates,
+                "malformed": workload.malformed,
+                "event_time_span_s": (
+                    workload.last_event_time - workload.first_event_time
+                ).total_seconds(),
+                "ready_s": time.perf_counter() - started,
+            },
+        }
+        work = Path(tempfile.mkdtemp(prefix=f"size-{events}-", dir=OUT))
+        try:
+            prefix = f"bench-{events}-{uuid.uuid4().hex[:6]}."
+            need_topics = {"floor", "streaming"} & self.args.only
+            if need_topics:
+                out["publish"] = _step("publish", lambda: self.publish(workload, prefix))
+            if "floor" in self.args.only:
+                out["floor"] = _step("floor", lambda: self.floor(work, prefix, workload))
+            if "sql" in self.args.only and "error" not in out.get("floor", {"error": 1}):
+                out["sql"] = _step("sql", lambda: self.sql(work, workload))
+            if "batch" in self.args.only:
+                out["batch"] = _step("batch", lambda: self.batch(work, workload))
+            if "streaming" in self.args.only:
+                out["streaming"] = _step(
+                    "streaming", lambda: self.streaming(work, prefix, workload)
+                )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return out
+
+    def publish(self, workload: Workload, prefix: str) -> dict[str, Any]:
+        from bench.workload import publish_workload
+
+        started = time.perf_counter()
+        result = publish_workload(workload, self.bootstrap, prefix)
+        seconds = time.perf_counter() - started
+        return {"messages": result.messages, "seconds": seconds, "rate": result.messages / seconds}
+
+    def floor(self, work: Path, prefix: str, workload: Workload) -> dict[str, Any]:
+        argv = [self.python, "-m", "bench.components", "floor", "--db", str(work / "floor.duckdb")]
+        argv += ["--bootstrap", self.bootstrap, "--prefix", prefix]
+        measured = run_measured(argv, log=work / "floor.log", timeout=self.args.budget)
+        if measured.returncode:
+            raise RuntimeError(measured.output[-2000:])
+        result = _json_tail(measured.output)
+        return {
+            **result,
+            "rate": workload.messages / result["seconds"],
+            "process_s": measured.seconds,
+            "peak_rss": measured.peak_rss,
+        }
+
+    def sql(self, work: Path, workload: Workload) -> dict[str, Any]:
+        argv = [self.python, "-m", "bench.components", "sql", "--db", str(work / "floor.duckdb")]
+        measured = run_measured(argv, log=work / "sql.log", timeout=self.args.budget)
+        if measured.returncode:
+            raise RuntimeError(measured.output[-2000:])
+        result = _json_tail(measured.output)
+        return {**result, "process_s": measured.seconds, "peak_rss": measured.peak_rss}
+
+    def batch(self, work: Path, workload: Workload) -> dict[str, Any]:
+        database = work / "batch.duckdb"
+        argv = [self.python, "-m", "pipelines.cli", "run", str(workload.directory)]
+        argv += ["--db", str(database)]
+        measured = run_measured(argv, log=work / "batch.log", timeout=self.args.budget)
+        if measured.returncode:
+            raise RuntimeError(measured.output[-2000:])
+        return {
+            "seconds": measured.seconds,
+            "rate": workload.messages / measured.seconds,
+            "peak_rss": measured.peak_rss,
+            "account": _account_line(measured.output),
+        }
+
+    def streaming(self, work: Path, prefix: str, workload: Workload) -> dict[str, Any]:
+        result = run_throughput(
+            self.python,
+            work,
+            self.bootstrap,
+            prefix,
+            self.prism,
+            workload.messages,
+            timeout=self.args.budget,
+        )
+        open_requests = _open_requests(work / "stream.duckdb")
+        # The job's footprint before it holds any request: the peak before the first landing.
+        idle = max(
+            (rss for t, rss in result.measured.samples if t < result.first_commit_s), default=0
+        )
+        return {
+            "idle_rss": idle,
+            "bytes_per_open_request": (result.measured.peak_rss - idle) / open_requests
+            if open_requests
+            else None,
+            "seconds": result.measured.seconds,
+            "rate": result.rate,
+            "steady_rate": result.steady_rate,
+            "first_commit_s": result.first_commit_s,
+            "peak_rss": result.measured.peak_rss,
+            "open_requests": open_requests,
+            "account": result.account,
+        }
+
+    def latency(self) -> dict[str, Any]:
+        workload = ensure_workload(self.args.latency_events, self.args.seed)
+        work = Path(tempfile.mkdtemp(prefix="latency-", dir=OUT))
+        try:
+            result = run_latency(
+                self.python,
+                work,
+                self.bootstrap,
+                f"bench-latency-{uuid.uuid4().hex[:6]}.",
+                self.prism,
+                workload.raw_messages(),
+                rate=self.args.latency_rate,
+                seconds=self.args.latency_seconds,
+                snapshot_every=self.args.snapshot_every,
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return dict(result.__dict__)
+
+
+def _account_line(output: str) -> str:
+    return next((line for line in output.splitlines() if line.startswith("record account")), "")
+
+
+def _open_requests(database: Path) -> int:
+    """Requests unresolved (open, overdue, declined) at the data horizon."""
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        row: Any = con.execute(
+            "SELECT count(*) FROM request_status_as_of((SELECT max(event_time) FROM "
+            "(SELECT event_time FROM request_events UNION ALL SELECT acted_at FROM action_events)))"
+            " WHERE status IN ('OPEN', 'OVERDUE', 'DECLINED')"
+        ).fetchall()[0]
+    finally:
+        con.close()
+    return int(row[0])
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    found = {"python": platform.python_version()}
+    for dist in ("apache-beam", "duckdb", "fastavro", "kafka-python", "pyarrow", "numpy"):
+        found[dist] = version(dist)
+    broker = load_script(ROOT / "docker" / "kafka" / "broker.py", "bench_kafka_broker")
+    found["kafka broker"] = broker.kafka_version()
+    for tool, argv in (("java", ["java", "-version"]), ("go", ["go", "version"])):
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, check=False)
+            found[tool] = (done.stdout or done.stderr).splitlines()[0].strip()
+        except OSError:
+            found[tool] = "not found"
+    return found
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as meminfo:
+        mem_kb = int(meminfo.readline().split()[1])
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "os": f"{platform.system()} {platform.release()}",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--sizes", default="1000000,10000000")
+    parser.add_argument("--only", default=",".join(STEPS))
+    parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--budget", type=float, default=3600.0, help="seconds per step")
+    parser.add_argument("--latency-rate", type=float, default=10_000.0)
+    parser.add_argument("--latency-seconds", type=float, default=60.0)
+    parser.add_argument("--latency-events", type=int, default=1_000_000)
+    parser.add_argument("--snapshot-every", type=float, default=1.0)
+    parser.add_argument("--results", type=Path, default=OUT / "results.json")
+    args = parser.parse_args(argv)
+    args.only = set(args.only.split(","))
+    unknown = args.only - set(STEPS)
+    if unknown:
+        parser.error(f"unknown steps: {sorted(unknown)}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(),
+        "versions": versions(),
+        "sizes": [],
+    }
+    broker_module = load_script(ROOT / "docker" / "kafka" / "broker.py", "bench_kafka_broker")
+    prism = prism_location() if {"streaming", "latency"} & args.only else ""
+    with tempfile.TemporaryDirectory(prefix="kafka-", dir=OUT) as kafka_dir:
+        broker = broker_module.KafkaBroker(
+            kafka_dir, port=broker_module.free_port_pair(), heap="1g"
+        )
+        broker.start()
+        try:
+            bench = Bench(args, broker.bootstrap_servers, prism)
+            for events in (int(s) for s in args.sizes.split(",") if s):
+                results["sizes"].append(bench.size(events))
+                args.results.write_text(json.dumps(results, indent=1))
+            if "latency" in args.only:
+                results["latency"] = _step("latency", bench.latency)
+        finally:
+            broker.stop()
+    results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    args.results.write_text(json.dumps(results, indent=1))
+    print(f"results: {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
