@@ -13,7 +13,6 @@ import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -22,24 +21,24 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from connectors.alert_sinks import AlertDispatcher
-from connectors.beam_files import ReadRawMessages
+from connectors.beam_files import CHUNK_SIZE, MessageChunk, ReadMessageChunks
 from connectors.duckdb_sink import LoadReport, connect_writer, land_batch
+from connectors.parquet_stage import WriteStagedRows
 from connectors.schema_store import SchemaStore
 from pipelines import rows
+from pipelines.batch_transforms import (
+    BUCKETS,
+    ROWS,
+    BacklogDailyRows,
+    DedupeBuckets,
+    MatchBuckets,
+    TakeInChunks,
+)
 from pipelines.intake import IntakeRules
 from pipelines.monitoring import AlertMonitor, deliver_after_load, dispatcher_from_settings
 from pipelines.policy import SlaPolicy
 from pipelines.quality_gate import QualityGate
 from pipelines.settings import Settings
-from pipelines.transforms import (
-    DUPLICATES,
-    QUARANTINE,
-    BacklogByCategory,
-    DecodeAndValidate,
-    DedupeEvents,
-    MatchRequestsToActions,
-    SlaBreaches,
-)
 
 RECORDS_IN = "records_in"
 
@@ -59,26 +58,12 @@ def batch_runner() -> FnApiRunner:
     return FnApiRunner()
 
 
-def _count_in(element: Any) -> Any:
-    _RECORDS_IN.inc()
-    return element
+def _count_in(chunk: MessageChunk) -> MessageChunk:
+    _RECORDS_IN.inc(len(chunk))
+    return chunk
 
 
 _RECORDS_IN = Metrics.counter("removal_audit", RECORDS_IN)
-
-
-class _Stage(beam.PTransform):  # type: ignore[misc]
-    """Rows -> one Parquet file per table in the staging directory."""
-
-    def __init__(self, stage: Path, table: str) -> None:
-        super().__init__()
-        self._prefix = str(stage / table)
-        self._schema = rows.SCHEMAS[table]
-
-    def expand(self, pcoll: Any) -> Any:
-        return pcoll | beam.io.WriteToParquet(
-            self._prefix, self._schema, file_name_suffix=".parquet", num_shards=1
-        )
 
 
 def build(
@@ -88,33 +73,31 @@ def build(
     policy: SlaPolicy,
     rules: IntakeRules,
     schemas_dir: Path | None = None,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    buckets: int = BUCKETS,
 ) -> None:
     """Wire the audit: read, intake, dedupe, match, aggregate, stage. `schemas_dir`: the
-    schema catalog (None: the packaged one)."""
-    messages = (
+    schema catalog (None: the packaged one). Elements are chunks of `chunk_size` messages,
+    then `buckets` shuffle buckets of events (`batch_transforms`): the rows are those of
+    the per-record transforms, at a fraction of the runner's cost."""
+    chunks = (
         pipeline
-        | "ReadFiles" >> ReadRawMessages(inputs, schemas_dir)
-        | "CountIn" >> beam.Map(_count_in)
+        | "ReadFiles" >> ReadMessageChunks(inputs, schemas_dir, chunk_size)
+        | "CountIn" >> beam.Map(_count_in).with_output_types(MessageChunk)
     )
-    intake = messages | "DecodeAndValidate" >> DecodeAndValidate(rules, schemas_dir)
-    unique = intake.accepted | "DedupeEvents" >> DedupeEvents()
-    lifecycles = unique.events | "MatchRequestsToActions" >> MatchRequestsToActions(policy)
-
-    quarantined = (intake[QUARANTINE], unique[QUARANTINE]) | "AllQuarantine" >> beam.Flatten()
-    events = unique.events | "EventRows" >> beam.Map(rows.event_row)
-    outputs = {
-        "request_events": events | "RequestEventRows" >> beam.Filter(lambda r: "issued_at" in r),
-        "action_events": events | "ActionEventRows" >> beam.Filter(lambda r: "acted_at" in r),
-        "quarantine": quarantined | "QuarantineRows" >> beam.Map(rows.quarantine_row),
-        "duplicate_deliveries": unique[DUPLICATES],
-        "requests": lifecycles | "RequestRows" >> beam.Map(rows.request_row),
-        "lifecycle_transitions": lifecycles
-        | "TransitionRows" >> beam.FlatMap(rows.transition_rows),
-        "sla_breaches": lifecycles | "SlaBreaches" >> SlaBreaches(),
-        "backlog_daily": lifecycles | "BacklogByCategory" >> BacklogByCategory(),
+    intake = chunks | "DecodeAndValidate" >> TakeInChunks(rules, schemas_dir, buckets)
+    unique = intake.deliveries | "DedupeEvents" >> DedupeBuckets(buckets)
+    matched = unique.events | "MatchRequestsToActions" >> MatchBuckets(policy)
+    backlog = matched.deltas | "BacklogByCategory" >> BacklogDailyRows()
+    staged = {
+        "Quarantine": intake[ROWS],
+        "Events": unique[ROWS],
+        "Lifecycles": matched[ROWS],
+        "Backlog": backlog,
     }
-    for table, pcoll in outputs.items():
-        _ = pcoll | f"Stage_{table}" >> _Stage(stage, table)
+    for label, rows_out in staged.items():
+        _ = rows_out | f"Stage{label}" >> WriteStagedRows(stage, rows.SCHEMAS)
 
 
 def run_batch(

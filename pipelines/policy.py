@@ -7,6 +7,7 @@ rule covers gets the configured default and `default_used=True`.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,11 @@ class SlaPolicy:
     rules: tuple[SlaRule, ...]
     groups: Mapping[str, frozenset[str]]
     default_sla: timedelta
+    # (jurisdiction, authority, authority kind, category) -> the rules that match it on
+    # any date, strictest first: `deadline_for` then only checks effective dates.
+    _candidates: dict[tuple[str, str, str, str], tuple[SlaRule, ...]] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def load(
@@ -69,16 +75,39 @@ class SlaPolicy:
         )
 
     def matching_rules(self, request: RequestEvent) -> list[SlaRule]:
+        """The rules that apply to `request` on its issue date, strictest first."""
         issued = request.issued_at
         return [
             rule
-            for rule in self.rules
-            if self._jurisdiction_matches(rule, request.jurisdiction)
-            and rule.authority in ("*", request.authority, f"kind:{request.authority_kind}")
-            and ("*" in rule.categories or request.category.value in rule.categories)
-            and rule.effective_from <= issued
+            for rule in self._candidates_for(request)
+            if rule.effective_from <= issued
             and (rule.effective_to is None or issued < rule.effective_to)
         ]
+
+    def _candidates_for(self, request: RequestEvent) -> tuple[SlaRule, ...]:
+        key = (
+            request.jurisdiction,
+            request.authority,
+            request.authority_kind.value,
+            request.category.value,
+        )
+        found = self._candidates.get(key)
+        if found is None:
+            found = tuple(
+                sorted(
+                    (
+                        rule
+                        for rule in self.rules
+                        if self._jurisdiction_matches(rule, request.jurisdiction)
+                        and rule.authority
+                        in ("*", request.authority, f"kind:{request.authority_kind}")
+                        and ("*" in rule.categories or request.category.value in rule.categories)
+                    ),
+                    key=lambda r: (r.sla, -r.specificity(self.groups), r.id),
+                )
+            )
+            self._candidates[key] = found
+        return found
 
     def deadline_for(self, request: RequestEvent) -> Deadline:
         """The strictest applicable rule's deadline, or the flagged default."""
@@ -91,7 +120,7 @@ class SlaPolicy:
                 law="no rule in the SLA policy table covers this request",
                 default_used=True,
             )
-        rule = min(rules, key=lambda r: (r.sla, -r.specificity(self.groups), r.id))
+        rule = rules[0]  # strictest: (sla, most specific, id), as the candidates are sorted
         return Deadline(
             due_at=request.issued_at + rule.sla,
             rule_id=rule.id,
