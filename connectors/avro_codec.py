@@ -4,13 +4,19 @@ In: a payload (bytes from Kafka or a raw-message file) and the subject it should
 Out: `Decoded` (the record read with the subject's reader schema, plus the writer version),
 or a `DecodeError` with a `ReasonCode` — never any other exception for bad bytes.
 
-Decoding is two passes. `_BodyScanner` walks the body against the writer schema and checks
-the binary encoding strictly (lengths, indexes, varints, UTF-8, exact end). Only a body
-that passes is handed to fastavro, which resolves it to the reader schema. The first pass
-exists because fastavro's reader trusts its input: it maps a negative enum index to a
-symbol counted from the end, accepts varints longer than 64 bits and booleans other than
-0/1, reads out-of-range ints, asks the stream for whatever length a corrupt prefix
-announces, and ignores bytes left after the record.
+The checked path is two passes. `_BodyScanner` walks the body against the writer schema
+and checks the binary encoding strictly (lengths, indexes, varints, UTF-8, exact end).
+Only a body that passes is handed to fastavro, which resolves it to the reader schema. The
+first pass exists because fastavro's reader trusts its input: it maps a negative enum
+index to a symbol counted from the end, accepts varints longer than 64 bits and booleans
+other than 0/1, reads out-of-range ints, asks the stream for whatever length a corrupt
+prefix announces, and ignores bytes left after the record.
+
+Both passes walk the schema value by value in Python, which costs tens of microseconds a
+record. So a body of a flat record schema (every event schema) first goes through a reader
+compiled for its (writer, reader) pair (`connectors.avro_flat`), which makes the same
+checks and builds the same record in one straight pass. It only ever accepts: a body it
+does not take, valid or not, goes the checked way, which gives the verdict and the reason.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from fastavro.validation import ValidationError, validate
 
+from connectors.avro_flat import FlatReader, compile_reader
 from connectors.errors import DecodeError, ReasonCode
 from connectors.schema_store import FINGERPRINT_SIZE, SchemaStore, SchemaVersion
 
@@ -48,7 +55,7 @@ _MAX_EMPTY_ITEMS = 65_536
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decoded:
     """A decoded payload: `record` in the reader schema's shape, and its writer."""
 
@@ -118,26 +125,61 @@ def decode(
         raise DecodeError(
             ReasonCode.OVERSIZE, f"payload is {len(payload)} bytes, limit is {max_bytes}"
         )
-    writer, body = _unframe(payload, store)
+    writer, header = _unframe(payload, store)
     if writer.subject != subject:
         raise DecodeError(
             ReasonCode.INCOMPATIBLE_SCHEMA,
             f"written with {writer.label}, expected a {subject} schema",
         )
+    read = _flat_reader(writer, reader)
+    if read is not None:
+        # The body fits max_bytes (the payload does), so the reader needs no length limit.
+        record = read(payload, header)
+        if record is not None:
+            return Decoded(record=record, writer=writer)
+    body = payload[header:]
     enums_seen = _BodyScanner(body, writer, max_bytes).scan()
     return Decoded(record=_resolve(body, writer, reader, enums_seen), writer=writer)
+
+
+# Compiled readers by (id of the writer's parsed schema, id of the reader's). An entry keeps
+# both schemas alive, so their ids cannot be reused while it exists. Keyed by identity, not
+# by SchemaVersion equality: two versions with one canonical form may still differ in
+# what decoding depends on (logical types are not part of the canonical form).
+_FLAT_READERS: dict[tuple[int, int], tuple[Any, Any, FlatReader | None]] = {}
+# Each process sees a handful of pairs; the bound only matters to long test sessions that
+# load many catalogs.
+_MAX_FLAT_READERS = 64
+
+
+def _flat_reader(writer: SchemaVersion, reader: SchemaVersion) -> FlatReader | None:
+    """The compiled reader of (writer, reader), or None when the pair is not flat."""
+    key = (id(writer.schema), id(reader.schema))
+    entry = _FLAT_READERS.get(key)
+    if entry is None:
+        if len(_FLAT_READERS) >= _MAX_FLAT_READERS:
+            _FLAT_READERS.clear()
+        compiled = compile_reader(writer.schema, None if writer is reader else reader.schema)
+        entry = _FLAT_READERS[key] = (writer.schema, reader.schema, compiled)
+    return entry[2]
 
 
 def _writer(subject: str, store: SchemaStore, version: int | None) -> SchemaVersion:
     return store.reader(subject) if version is None else store.version(subject, version)
 
 
-def _unframe(payload: bytes, store: SchemaStore) -> tuple[SchemaVersion, bytes]:
-    """Split `payload` into (writer version, body) according to its framing."""
+_SINGLE_OBJECT_FIRST, _SINGLE_OBJECT_SECOND = SINGLE_OBJECT_MAGIC
+_CONFLUENT_FIRST = CONFLUENT_MAGIC[0]
+
+
+def _unframe(payload: bytes, store: SchemaStore) -> tuple[SchemaVersion, int]:
+    """The writer version of `payload` and the length of its framing header (where the
+    body starts)."""
     if not payload:
         raise DecodeError(ReasonCode.TRUNCATED, "empty payload")
-    if payload[:1] == SINGLE_OBJECT_MAGIC[:1]:
-        if len(payload) > 1 and payload[:2] != SINGLE_OBJECT_MAGIC:
+    first = payload[0]
+    if first == _SINGLE_OBJECT_FIRST:
+        if len(payload) > 1 and payload[1] != _SINGLE_OBJECT_SECOND:
             raise DecodeError(
                 ReasonCode.UNKNOWN_ENCODING,
                 f"starts with {payload[:2].hex()}, neither single-object (c301) nor Confluent (00)",
@@ -149,8 +191,8 @@ def _unframe(payload: bytes, store: SchemaStore) -> tuple[SchemaVersion, bytes]:
             raise DecodeError(
                 ReasonCode.UNKNOWN_FINGERPRINT, f"no schema has fingerprint {fp.hex()}"
             )
-        return writer, payload[_SINGLE_OBJECT_HEADER:]
-    if payload[:1] == CONFLUENT_MAGIC:
+        return writer, _SINGLE_OBJECT_HEADER
+    if first == _CONFLUENT_FIRST:
         _need_header(payload, _CONFLUENT_HEADER, "Confluent")
         schema_id = int.from_bytes(payload[1:_CONFLUENT_HEADER], "big", signed=True)
         writer = store.by_registry_id(schema_id)
@@ -158,7 +200,7 @@ def _unframe(payload: bytes, store: SchemaStore) -> tuple[SchemaVersion, bytes]:
             raise DecodeError(
                 ReasonCode.UNKNOWN_SCHEMA_ID, f"no schema has registry id {schema_id}"
             )
-        return writer, payload[_CONFLUENT_HEADER:]
+        return writer, _CONFLUENT_HEADER
     raise DecodeError(
         ReasonCode.UNKNOWN_ENCODING,
         f"starts with {payload[:1].hex()}, neither single-object (c301) nor Confluent (00)",

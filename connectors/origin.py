@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines.pickling import compact_pickle
 
+
+@compact_pickle  # Beam pickles one with every record it moves between stages
 @dataclass(frozen=True, slots=True)
 class SourceRef:
     """A file and record index, e.g. SourceRef("requests.avro", 17) -> "requests.avro#17";

@@ -16,12 +16,14 @@ from connectors.errors import DecodeError, ReasonCode
 from connectors.origin import SourceRef
 from connectors.schema_store import SchemaStore
 from pipelines.model import ActionEvent, ActionType, RequestEvent, RequestEventType
+from pipelines.pickling import compact_pickle
 
 REQUESTS_TOPIC = "removal.requests"
 ACTIONS_TOPIC = "removal.actions"
 SUBJECTS = {REQUESTS_TOPIC: "removal.requests-value", ACTIONS_TOPIC: "removal.actions-value"}
 
 
+@compact_pickle
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """A message intake took in: the typed event, where it was read, its writer schema
@@ -41,6 +43,7 @@ class Accepted:
     key: bytes | None
 
 
+@compact_pickle
 @dataclass(frozen=True, slots=True)
 class Quarantined:
     """A refused message, kept whole. Example: Quarantined(origin=SourceRef("requests.avro",

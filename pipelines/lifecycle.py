@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
+from operator import itemgetter
 from typing import TypeVar
 
 from pipelines.model import (
@@ -65,6 +66,7 @@ class _Step(IntEnum):
 
 
 _RESOLVED = (Disposition.RESOLVED_ON_TIME, Disposition.RESOLVED_LATE)
+_STEP_ORDER = itemgetter(0, 1, 2)  # (time, _Step, event_id)
 
 
 class _Coverage:
@@ -117,6 +119,8 @@ def effect_on(action: ActionEvent, request: RequestEvent) -> _Effect | None:
 
 def dedupe_by_event_id(events: Iterable[E]) -> list[E]:
     """One event per event_id (the first by event time, then content), in event-time order."""
+    if isinstance(events, list | tuple) and len(events) < 2:
+        return list(events)  # most content has one request and at most one action
     chosen: dict[str, E] = {}
     for event in events:
         kept = chosen.get(event.event_id)
@@ -190,7 +194,7 @@ def _request_lifecycle(
     steps.extend(
         (a.acted_at, _Step.ACTION, a.event_id, a, e) for a, e in relevant if a.acted_at > issued_at
     )
-    steps.sort(key=lambda s: (s[0], s[1], s[2]))
+    steps.sort(key=_STEP_ORDER)
 
     for at, step, _, action, effect in steps:
         if step is _Step.BREACH:

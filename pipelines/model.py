@@ -10,7 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+from pipelines.pickling import compact_pickle
 
 
 class Category(StrEnum):
@@ -91,6 +93,23 @@ class Status(StrEnum):
     WITHDRAWN = "WITHDRAWN"
 
 
+E = TypeVar("E", bound=StrEnum)
+
+
+def _member(members: Mapping[Any, E], kind: type[E], value: Any) -> E:
+    """kind(value), through a prebuilt table (Enum's own call costs ten dict lookups)."""
+    try:
+        return members[value]
+    except (KeyError, TypeError):
+        return kind(value)  # the member after all, or Enum's ValueError for a bad value
+
+
+# Value -> member, for `from_avro` (see `_member`).
+_CATEGORIES = {m.value: m for m in Category}
+_AUTHORITY_KINDS = {m.value: m for m in AuthorityKind}
+_REQUEST_EVENT_TYPES = {m.value: m for m in RequestEventType}
+_ACTION_TYPES = {m.value: m for m in ActionType}
+
 # "Unresolved" in the regulator's sense.
 UNRESOLVED = frozenset({Status.OPEN, Status.OVERDUE, Status.DECLINED})
 
@@ -108,6 +127,7 @@ def epoch_micros(t: datetime) -> int:
 TICK = timedelta(milliseconds=1)
 
 
+@compact_pickle
 @dataclass(frozen=True, slots=True)
 class RequestEvent:
     """A demand issued or withdrawn. Example:
@@ -148,14 +168,14 @@ class RequestEvent:
         return cls(
             event_id=record["event_id"],
             request_id=record["request_id"],
-            event_type=RequestEventType(record["event_type"]),
+            event_type=_member(_REQUEST_EVENT_TYPES, RequestEventType, record["event_type"]),
             authority=record["authority"],
-            authority_kind=AuthorityKind(record["authority_kind"]),
+            authority_kind=_member(_AUTHORITY_KINDS, AuthorityKind, record["authority_kind"]),
             jurisdiction=record["jurisdiction"],
             platform=record["platform"],
             content_id=record["content_id"],
             content_type=record["content_type"],
-            category=Category(record["category"]),
+            category=_member(_CATEGORIES, Category, record["category"]),
             legal_basis=record["legal_basis"],
             requested_action=record["requested_action"],
             issued_at=record["issued_at"],
@@ -181,6 +201,7 @@ class RequestEvent:
         }
 
 
+@compact_pickle
 @dataclass(frozen=True, slots=True)
 class ActionEvent:
     """What a platform did. Example:
@@ -213,7 +234,7 @@ class ActionEvent:
             request_id=record["request_id"],
             platform=record["platform"],
             content_id=record["content_id"],
-            action=ActionType(record["action"]),
+            action=_member(_ACTION_TYPES, ActionType, record["action"]),
             jurisdiction=record["jurisdiction"],
             acted_at=record["acted_at"],
         )
@@ -231,6 +252,7 @@ class ActionEvent:
         }
 
 
+@compact_pickle
 @dataclass(frozen=True, slots=True)
 class Deadline:
     """The legal deadline of one request and the policy rule it came from."""
@@ -242,6 +264,7 @@ class Deadline:
     default_used: bool
 
 
+@compact_pickle
 @dataclass(frozen=True, slots=True)
 class TransitionRecord:
     """One change in one request's lifecycle; `seq` orders a request's transitions.
@@ -262,6 +285,7 @@ class TransitionRecord:
         return f"{self.request_id}#{self.seq}"
 
 
+@compact_pickle
 @dataclass(frozen=True, slots=True)
 class RequestLifecycle:
     """A request, its deadline and its whole history, as the lifecycle function sees it."""
