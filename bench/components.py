@@ -15,19 +15,10 @@ import time
 from typing import Any
 
 import duckdb
-from kafka import KafkaConsumer, TopicPartition
 
 from bench.floor import run_floor
+from bench.stream import end_offsets
 from pipelines.intake import ACTIONS_TOPIC, REQUESTS_TOPIC
-
-
-def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
-        return {(tp.topic, tp.partition): end for tp, end in consumer.end_offsets(tps).items()}
-    finally:
-        consumer.close()
 
 
 def floor(args: argparse.Namespace) -> dict[str, Any]:

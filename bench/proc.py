@@ -12,7 +12,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,9 +88,11 @@ def run_measured(
     env: Mapping[str, str] | None = None,
     log: Path,
     timeout: float,
+    on_start: Callable[[int], object] | None = None,
 ) -> Measured:
     """Run `argv` in its own process group until it exits (or `timeout`, then kill it and
-    raise TimeoutError); wall time and the group's peak RSS. Output goes to `log`."""
+    raise TimeoutError); wall time and the group's peak RSS. Output goes to `log`;
+    `on_start(pid)` is called once it runs (to attach a profiler)."""
     with log.open("wb") as out:
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -101,6 +103,8 @@ def run_measured(
             start_new_session=True,
         )
         sampler = RssSampler(process.pid).start()
+        if on_start is not None:
+            on_start(process.pid)
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired as late:

@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_MD = ROOT / "bench" / "RESULTS.md"
 CHART = ROOT / "bench" / "results.png"
 START, END = "<!-- bench:table:start -->", "<!-- bench:table:end -->"
+PROFILES_START, PROFILES_END = "<!-- bench:profiles:start -->", "<!-- bench:profiles:end -->"
+OUT = ROOT / "bench" / "out"
 MIB = 2**20
 
 # Targets from the issue: events/s floors, latency ceiling, memory per open request.
@@ -25,7 +27,7 @@ BYTES_PER_OPEN = 1024
 
 
 def _rate(step: dict[str, Any] | None) -> float | None:
-    if not step or "error" in step:
+    if not step or "rate" not in step:
         return None
     return float(step["rate"])
 
@@ -41,7 +43,7 @@ def _fmt_ratio(value: float | None, floor: float | None) -> str:
 
 
 def _mib(step: dict[str, Any] | None) -> str:
-    if not step or "error" in step or not step.get("peak_rss"):
+    if not step or not step.get("peak_rss"):
         return "-"
     return f"{step['peak_rss'] / MIB:,.0f}"
 
@@ -53,7 +55,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         floor_rate = _rate(floor)
         sql = size.get("sql")
         sql_rate = None
-        if sql and "error" not in sql and floor_rate:
+        if sql and "seconds" in sql and floor_rate:
             # The user of plain SQL loads the events (the floor) and then runs the SQL.
             sql_rate = size["messages"] / (floor["seconds"] + sql["seconds"])
         streaming = size.get("streaming")
@@ -66,7 +68,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             ("pipeline, streaming over Kafka", streaming, _rate(streaming)),
             ("plain DuckDB SQL (floor load + SQL)", sql, sql_rate),
         ):
-            error = step.get("error") if step else "not run"
+            error = (step.get("error") or step.get("skipped")) if step else "not run"
             seconds = "-" if error else f"{step['seconds']:,.1f}"  # type: ignore[index]
             if name.startswith("plain") and not error:
                 seconds = f"{floor['seconds'] + sql['seconds']:,.1f}"  # type: ignore[index]
@@ -75,7 +77,13 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                     f"{size['messages']:,}",
                     name,
                     seconds,
-                    _fmt_rate(rate) if not error else f"failed: {str(error)[:60]}",
+                    _fmt_rate(rate)
+                    if not error
+                    else (
+                        f"not run ({error})"
+                        if step and "skipped" in step
+                        else f"failed: {error}"[:80]
+                    ),
                     _fmt_ratio(rate, floor_rate),
                     _mib(step),
                     per_open if name.startswith("pipeline, streaming") else "-",
@@ -142,7 +150,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         rates = []
         for size in sizes:
             step = size.get(key)
-            if key == "sql" and step and "error" not in step and size.get("floor"):
+            if key == "sql" and step and "seconds" in step and _rate(size.get("floor")):
                 rates.append(size["messages"] / (size["floor"]["seconds"] + step["seconds"]))
             else:
                 rates.append(_rate(step) or 0.0)
@@ -165,13 +173,28 @@ def chart(results: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def profiles(out: Path = OUT) -> str:
+    """The py-spy summary of each profiled job of the run (bench/out/profile-*.txt)."""
+    from bench.profile import summarise
+
+    parts = []
+    for raw in sorted(out.glob("profile-*.txt")):
+        parts += [f"{raw.stem.removeprefix('profile-')}:", "```", summarise(raw, top=12), "```", ""]
+    return "\n".join(parts) or "(no profiles: run with py-spy installed)"
+
+
+def _replace(text: str, start: str, end: str, body: str) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"{RESULTS_MD} lacks the markers {start} / {end}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
 def render(results: dict[str, Any], markdown: Path = RESULTS_MD, png: Path = CHART) -> None:
-    text = markdown.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{markdown} lacks the markers {START} / {END}")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    markdown.write_text(f"{head}{START}\n{table(results)}\n{END}{tail}")
+    text = _replace(markdown.read_text(), START, END, table(results))
+    text = _replace(text, PROFILES_START, PROFILES_END, profiles())
+    markdown.write_text(text)
     chart(results, png)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import duckdb
 
+from bench import profile
 from bench.proc import run_measured
 from bench.stream import run_latency, run_throughput
 from bench.workload import Workload, ensure_workload
@@ -78,6 +79,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, bootstrap: str, prism: str) -> None:
         self.args, self.bootstrap, self.prism = args, bootstrap, prism
         self.python = sys.executable
+        self.samplers: list[profile.Sampling] = []
 
     def size(self, events: int) -> dict[str, Any]:
         print(f"{events:,} events", flush=True)
@@ -100,22 +102,45 @@ class Bench:
         work = Path(tempfile.mkdtemp(prefix=f"size-{events}-", dir=OUT))
         try:
             prefix = f"bench-{events}-{uuid.uuid4().hex[:6]}."
-            need_topics = {"floor", "streaming"} & self.args.only
-            if need_topics:
+            if self.runs("floor", events) or self.runs("streaming", events):
                 out["publish"] = _step("publish", lambda: self.publish(workload, prefix))
-            if "floor" in self.args.only:
+            if self.runs("floor", events):
                 out["floor"] = _step("floor", lambda: self.floor(work, prefix, workload))
-            if "sql" in self.args.only and "error" not in out.get("floor", {"error": 1}):
+            if self.runs("sql", events) and "error" not in out.get("floor", {"error": 1}):
                 out["sql"] = _step("sql", lambda: self.sql(work, workload))
-            if "batch" in self.args.only:
+            if self.runs("batch", events):
                 out["batch"] = _step("batch", lambda: self.batch(work, workload))
-            if "streaming" in self.args.only:
+            if self.runs("streaming", events):
                 out["streaming"] = _step(
                     "streaming", lambda: self.streaming(work, prefix, workload)
                 )
+            for step in ("floor", "sql", "batch", "streaming"):
+                if step in self.args.only and step not in out:
+                    out[step] = {"skipped": f"above --limit {step}={self.args.limits[step]:,}"}
         finally:
+            self.wait_for_profiles()
             shutil.rmtree(work, ignore_errors=True)
         return out
+
+    def runs(self, step: str, events: int) -> bool:
+        return step in self.args.only and events <= self.args.limits.get(step, events)
+
+    def profiler(self, name: str) -> Callable[[int], object] | None:
+        """py-spy on the measured job (with --profile): bench/out/profile-<name>.txt."""
+        if not self.args.profile:
+            return None
+
+        def start(pid: int) -> None:
+            sampler = profile.attach(pid, OUT / f"profile-{name}.txt")
+            if sampler is not None:
+                self.samplers.append(sampler)
+
+        return start
+
+    def wait_for_profiles(self) -> None:
+        """py-spy writes its file once the job is gone."""
+        while self.samplers:
+            self.samplers.pop().wait(timeout=120)
 
     def publish(self, workload: Workload, prefix: str) -> dict[str, Any]:
         from bench.workload import publish_workload
@@ -151,7 +176,12 @@ class Bench:
         database = work / "batch.duckdb"
         argv = [self.python, "-m", "pipelines.cli", "run", str(workload.directory)]
         argv += ["--db", str(database)]
-        measured = run_measured(argv, log=work / "batch.log", timeout=self.args.budget)
+        measured = run_measured(
+            argv,
+            log=work / "batch.log",
+            timeout=self.args.budget,
+            on_start=self.profiler(f"batch-{workload.events}"),
+        )
         if measured.returncode:
             raise RuntimeError(measured.output[-2000:])
         return {
@@ -200,7 +230,7 @@ class Bench:
                 self.bootstrap,
                 f"bench-latency-{uuid.uuid4().hex[:6]}.",
                 self.prism,
-                workload.raw_messages(),
+                workload,
                 rate=self.args.latency_rate,
                 seconds=self.args.latency_seconds,
                 snapshot_every=self.args.snapshot_every,
@@ -267,14 +297,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000000,10000000")
     parser.add_argument("--only", default=",".join(STEPS))
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="STEP=EVENTS",
+        help="run STEP only at sizes up to EVENTS (repeatable), e.g. streaming=100000",
+    )
     parser.add_argument("--budget", type=float, default=3600.0, help="seconds per step")
     parser.add_argument("--latency-rate", type=float, default=10_000.0)
     parser.add_argument("--latency-seconds", type=float, default=60.0)
     parser.add_argument("--latency-events", type=int, default=1_000_000)
     parser.add_argument("--snapshot-every", type=float, default=1.0)
     parser.add_argument("--results", type=Path, default=OUT / "results.json")
+    parser.add_argument(
+        "--no-profile",
+        dest="profile",
+        action="store_false",
+        help="do not sample the batch and streaming jobs with py-spy",
+    )
     args = parser.parse_args(argv)
     args.only = set(args.only.split(","))
+    args.limits = {}
+    for limit in args.limit:
+        step, _, events = limit.partition("=")
+        if step not in STEPS or not events.isdigit():
+            parser.error(f"--limit wants STEP=EVENTS with STEP one of {STEPS}: {limit!r}")
+        args.limits[step] = int(events)
     unknown = args.only - set(STEPS)
     if unknown:
         parser.error(f"unknown steps: {sorted(unknown)}")

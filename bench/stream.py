@@ -17,7 +17,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,13 +119,14 @@ def run_throughput(
     prism: str,
     messages: int,
     timeout: float,
+    on_start: Callable[[int], object] | None = None,
 ) -> ThroughputResult:
     """The job over topics already holding `messages`, `--stop-at-end`: it exits once it
     has read them all and released every lifecycle."""
     database = workdir / "stream.duckdb"
     argv = [*job_argv(python, database, bootstrap, prefix, prism, 30.0), "--stop-at-end"]
     launched = time.time()
-    measured = run_measured(argv, log=workdir / "stream.log", timeout=timeout)
+    measured = run_measured(argv, log=workdir / "stream.log", timeout=timeout, on_start=on_start)
     if measured.returncode != 0:
         raise RuntimeError(f"streaming job failed:\n{measured.output[-3000:]}")
     con = duckdb.connect(str(database), read_only=True)
@@ -249,7 +250,7 @@ def run_latency(
         published = publish_messages(
             messages, bootstrap, prefix, rate=rate, limit=int(rate * seconds)
         )
-        ends = _end_offsets(bootstrap, topics)
+        ends = end_offsets(bootstrap, topics)
         _wait(lambda: _covered(watcher, database, ends), 300, "every message landed", process)
     finally:
         watcher.stop()
@@ -294,7 +295,7 @@ def _wait(done: Any, budget: float, what: str, process: Any) -> None:
     raise TimeoutError(f"no {what} in {budget:.0f} s")
 
 
-def _end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
     consumer = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
         tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
