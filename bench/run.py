@@ -200,6 +200,7 @@ class Bench:
             self.prism,
             workload.messages,
             timeout=self.args.budget,
+            on_start=self.profiler(f"streaming-{workload.events}"),
         )
         open_requests = _open_requests(work / "stream.duckdb")
         # The job's footprint before it holds any request: the peak before the first landing.
