@@ -250,8 +250,7 @@ def _open_requests(database: Path) -> int:
     con = duckdb.connect(str(database), read_only=True)
     try:
         row: Any = con.execute(
-            "SELECT count(*) FROM request_status_as_of((SELECT max(event_time) FROM "
-            "(SELECT event_time FROM request_events UNION ALL SELECT acted_at FROM action_events)))"
+            "SELECT count(*) FROM request_status_as_of((SELECT horizon FROM data_horizon))"
             " WHERE status IN ('OPEN', 'OVERDUE', 'DECLINED')"
         ).fetchall()[0]
     finally:
