@@ -17,11 +17,12 @@ and records the transitions with their notifications.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
-import statistics
+import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Literal
 
@@ -71,6 +72,9 @@ class Track:
     episode: Episode | None = None
 
 
+_IDLE = Track()
+
+
 @dataclass(frozen=True)
 class Transition:
     kind: Literal["fired", "resolved"]
@@ -117,15 +121,15 @@ def evaluate(
     for rule in rules:
         start = days[0] - ONE_DAY * rule.lookback_days
         span = day_range(start, days[-1])
+        first = rule.lookback_days  # the index of days[0] in span
         for labels, totals in _grouped(rule, series, span).items():
             key = (rule.name, labels)
             track = out_tracks.get(key, Track())
-            for i, day in enumerate(span):
-                if day < days[0]:
-                    continue
-                holds, evidence = _condition(rule, totals, i, span, history_start)
-                track, moved = _step(rule, labels, track, day, holds, evidence)
-                transitions.extend(moved)
+            signal = _signal(rule, totals, span, history_start)
+            for i in range(first, len(span)):
+                track, moved = _step(rule, labels, track, span[i], signal, i)
+                if moved:
+                    transitions.append(moved)
             out_tracks[key] = track
     transitions.sort(key=lambda t: (t.day, t.kind == "fired", t.rule, t.labels))
     return Evaluation(transitions, out_tracks)
@@ -145,6 +149,7 @@ def _grouped(
     """Sum the finest series into the rule's label sets, day by day over `span`."""
     groups: dict[Labels, _Totals] = {}
     n = len(span)
+    index = {day: i for i, day in enumerate(span)}
     for key, figures in sorted(series.items()):
         named = dict(zip(LABELS, key, strict=True))
         labels = tuple((name, named[name]) for name in sorted(rule.by))
@@ -152,128 +157,201 @@ def _grouped(
         for i, (unresolved, overdue) in enumerate(figures.filled(span)):
             totals.unresolved[i] += unresolved
             totals.overdue[i] += overdue
-        for i, day in enumerate(span):
-            due, breached = figures.deadlines.get(day, (0, 0))
-            totals.due[i] += due
-            totals.breached[i] += breached
+        for day, (due, breached) in figures.deadlines.items():
+            if (i := index.get(day)) is not None:
+                totals.due[i] += due
+                totals.breached[i] += breached
     return groups
 
 
-def _condition(
-    rule: AlertRule, t: _Totals, i: int, span: Sequence[date], history_start: date
-) -> tuple[bool | None, dict[str, Any]]:
+class _Signal:
+    """A rule's condition on one label set's totals, day by day (index into the span).
+    `holds(i)` is what a track steps on; `evidence(i)` is asked for only when it moves."""
+
+    def holds(self, i: int) -> bool | None:
+        raise NotImplementedError
+
+    def evidence(self, i: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def _signal(rule: AlertRule, t: _Totals, span: Sequence[date], history_start: date) -> _Signal:
     if rule.kind is RuleKind.OVERDUE:
-        overdue = t.overdue[i]
-        return overdue >= rule.threshold, {
-            "overdue": overdue,
-            "unresolved": t.unresolved[i],
-            "threshold": int(rule.threshold),
-        }
-    w = rule.window_days
+        return _Overdue(rule, t)
     if rule.kind is RuleKind.BREACH_RATE:
-        due = sum(t.due[i - w + 1 : i + 1])
-        breached = sum(t.breached[i - w + 1 : i + 1])
-        rate = breached / due if due else 0.0
+        return _BreachRate(rule, t)
+    return _Spike(rule, t.unresolved, span, history_start)
+
+
+class _Overdue(_Signal):
+    def __init__(self, rule: AlertRule, t: _Totals) -> None:
+        self.rule, self.t = rule, t
+
+    def holds(self, i: int) -> bool:
+        return self.t.overdue[i] >= self.rule.threshold
+
+    def evidence(self, i: int) -> dict[str, Any]:
+        return {
+            "overdue": self.t.overdue[i],
+            "unresolved": self.t.unresolved[i],
+            "threshold": int(self.rule.threshold),
+        }
+
+
+class _BreachRate(_Signal):
+    """Deadlines due and breached over the window_days ending with the day."""
+
+    def __init__(self, rule: AlertRule, t: _Totals) -> None:
+        self.rule, self.w = rule, rule.window_days
+        self.due, self.breached = _prefix(t.due), _prefix(t.breached)
+
+    def _figures(self, i: int) -> tuple[int, int, float]:
+        lo, hi = i - self.w + 1, i + 1
+        due = self.due[hi] - self.due[lo]
+        breached = self.breached[hi] - self.breached[lo]
+        return due, breached, breached / due if due else 0.0
+
+    def holds(self, i: int) -> bool | None:
+        due, _, rate = self._figures(i)
         # Fewer than min_due deadlines make no rate to fire on; mostly missed, they do not
         # end an episode either (the track stays as it is); mostly met (or none), they do.
-        holds: bool | None = rate >= rule.threshold
-        if due < rule.min_due and holds:
-            holds = None
-        return holds, {
+        holds = rate >= self.rule.threshold
+        return None if holds and due < self.rule.min_due else holds
+
+    def evidence(self, i: int) -> dict[str, Any]:
+        due, breached, rate = self._figures(i)
+        return {
             "due": due,
             "breached": breached,
             "rate": round(rate, 4),
-            "window_days": w,
-            "threshold": rule.threshold,
-            "min_due": rule.min_due,
+            "window_days": self.w,
+            "threshold": self.rule.threshold,
+            "min_due": self.rule.min_due,
         }
-    return _spike(rule, t.unresolved, i, span, history_start)
 
 
-def _spike(
-    rule: AlertRule, u: Sequence[int], i: int, span: Sequence[date], history_start: date
-) -> tuple[bool, dict[str, Any]]:
-    w, b = rule.window_days, rule.baseline_days
-    growth, base = u[i] - u[i - w], u[i - w]
-    relative = growth / base if base else (math.inf if growth > 0 else 0.0)
-    by_size = growth >= rule.min_growth and relative >= rule.min_relative_growth
-    # The baseline: the growth of each window that ended in the baseline_days before this
-    # window began, on days the data covers.
-    baseline = [
-        u[j] - u[j - w] for j in range(i - w - b + 1, i - w + 1) if span[j - w] >= history_start
-    ]
-    mean = sd = z = None
-    by_sigma = False
-    if rule.k_sigma > 0 and len(baseline) >= rule.min_baseline_days:
-        mean = statistics.fmean(baseline)
-        sd = statistics.stdev(baseline) if len(baseline) > 1 else 0.0
-        z = (growth - mean) / max(sd, rule.sigma_floor)
-        by_sigma = z >= rule.k_sigma and growth >= rule.min_sigma_growth
-    evidence: dict[str, Any] = {
-        "unresolved": u[i],
-        "growth": growth,
-        "window_days": w,
-        "unresolved_at_window_start": base,
-        "relative_growth": None if math.isinf(relative) else round(relative, 4),
-        "baseline_days": len(baseline),
-        "baseline_mean": None if mean is None else round(mean, 2),
-        "baseline_sd": None if sd is None else round(sd, 2),
-        "z": None if z is None else round(z, 2),
-        "min_growth": rule.min_growth,
-        "min_relative_growth": rule.min_relative_growth,
-        "k_sigma": rule.k_sigma,
-        "by": [name for name, holds in (("size", by_size), ("sigma", by_sigma)) if holds],
-    }
-    return by_size or by_sigma, evidence
+class _Spike(_Signal):
+    """The backlog's growth over window_days against its size and against the growth of
+    each window that ended in the baseline_days before this window began (on days the data
+    covers): its mean and sample standard deviation, as `statistics.fmean` and
+    `statistics.stdev` give them (exact sums, a correctly rounded square root), from prefix
+    sums rather than a list per day."""
+
+    def __init__(
+        self, rule: AlertRule, u: Sequence[int], span: Sequence[date], history_start: date
+    ) -> None:
+        self.rule, self.u = rule, u
+        self.w, self.b = rule.window_days, rule.baseline_days
+        # growth[j] = u[j] - u[j - w]; a window counts in a baseline if it began on a day
+        # the data covers: j - w >= covered, the first such index of the span.
+        growth = [0] * self.w + [u[j] - u[j - self.w] for j in range(self.w, len(u))]
+        self.g1 = _prefix(growth)
+        self.g2 = _prefix([g * g for g in growth])
+        self.covered = max(0, (history_start - span[0]).days)
+
+    def _growth(self, i: int) -> tuple[int, int, float, bool]:
+        rule, u, w = self.rule, self.u, self.w
+        growth, base = u[i] - u[i - w], u[i - w]
+        relative = growth / base if base else (math.inf if growth > 0 else 0.0)
+        by_size = growth >= rule.min_growth and relative >= rule.min_relative_growth
+        return growth, base, relative, by_size
+
+    def _baseline(
+        self, i: int, growth: int
+    ) -> tuple[int, float | None, float | None, float | None]:
+        """(days, mean, sd, z) of the baseline; None where it is too short to weigh."""
+        rule, w = self.rule, self.w
+        lo, hi = max(i - w - self.b + 1, self.covered + w), i - w + 1
+        n = max(0, hi - lo)
+        if rule.k_sigma <= 0 or n < rule.min_baseline_days:
+            return n, None, None, None
+        s1 = self.g1[hi] - self.g1[lo]
+        mean = float(s1) / n  # statistics.fmean: the exact sum, rounded, over n
+        sd = 0.0
+        if n > 1:  # statistics.stdev: sqrt((n * sum(x^2) - sum(x)^2) / (n * (n - 1)))
+            sd = _sqrt_of_fraction(n * (self.g2[hi] - self.g2[lo]) - s1 * s1, n * (n - 1))
+        return n, mean, sd, (growth - mean) / max(sd, rule.sigma_floor)
+
+    def holds(self, i: int) -> bool:
+        growth, _, _, by_size = self._growth(i)
+        if by_size:
+            return True
+        _, _, _, z = self._baseline(i, growth)
+        return z is not None and z >= self.rule.k_sigma and growth >= self.rule.min_sigma_growth
+
+    def evidence(self, i: int) -> dict[str, Any]:
+        rule = self.rule
+        growth, base, relative, by_size = self._growth(i)
+        days, mean, sd, z = self._baseline(i, growth)
+        by_sigma = z is not None and z >= rule.k_sigma and growth >= rule.min_sigma_growth
+        return {
+            "unresolved": self.u[i],
+            "growth": growth,
+            "window_days": self.w,
+            "unresolved_at_window_start": base,
+            "relative_growth": None if math.isinf(relative) else round(relative, 4),
+            "baseline_days": days,
+            "baseline_mean": None if mean is None else round(mean, 2),
+            "baseline_sd": None if sd is None else round(sd, 2),
+            "z": None if z is None else round(z, 2),
+            "min_growth": rule.min_growth,
+            "min_relative_growth": rule.min_relative_growth,
+            "k_sigma": rule.k_sigma,
+            "by": [name for name, holds in (("size", by_size), ("sigma", by_sigma)) if holds],
+        }
+
+
+def _prefix(values: Sequence[int]) -> list[int]:
+    """out[k] = sum(values[:k])."""
+    return [0, *itertools.accumulate(values)]
+
+
+def _sqrt_of_fraction(n: int, m: int) -> float:
+    """The square root of n/m (n >= 0, m > 0) as a float, correctly rounded: how
+    `statistics.stdev` takes the root of its exact variance (round-to-odd on an integer
+    square root with 2 * 53 + 3 bits, then one rounding to float)."""
+    q = (n.bit_length() - m.bit_length() - _SQRT_BITS) // 2
+    if q >= 0:
+        a = math.isqrt(n // (m << 2 * q))
+        return ((a | (a * a * (m << 2 * q) != n)) << q) / 1
+    shifted = n << -2 * q
+    a = math.isqrt(shifted // m)
+    return (a | (a * a * m != shifted)) / (1 << -q)
+
+
+_SQRT_BITS = 2 * sys.float_info.mant_dig + 3
 
 
 def _step(
-    rule: AlertRule,
-    labels: Labels,
-    track: Track,
-    day: date,
-    holds: bool | None,
-    evidence: dict[str, Any],
-) -> tuple[Track, list[Transition]]:
+    rule: AlertRule, labels: Labels, track: Track, day: date, signal: _Signal, i: int
+) -> tuple[Track, Transition | None]:
+    """One day of a track: the track after it, and the transition it made, if any."""
+    holds = signal.holds(i)
     if holds is None:
-        return track, []
+        return track, None
     if holds:
         since = track.holds_since or day
-        track = replace(track, holds_since=since, clear_since=None)
         if track.episode is None and (day - since).days + 1 >= rule.for_days:
             episode = Episode(alert_id(rule.name, labels, day), day)
-            fired = {**evidence, "condition_since": since.isoformat()}
-            return replace(track, episode=episode), [
-                Transition(
-                    "fired",
-                    rule.name,
-                    labels,
-                    day,
-                    episode.alert_id,
-                    fired,
-                    render(rule, labels, fired),
-                )
-            ]
-        return track, []
-    clear = track.clear_since or day
-    track = replace(track, holds_since=None, clear_since=clear)
-    if track.episode is not None and (day - clear).days + 1 >= rule.keep_firing_for_days:
-        episode = track.episode
-        resolved = {**evidence, "firing_days": (day - episode.fired_on).days}
-        return Track(), [
-            Transition(
-                "resolved",
-                rule.name,
-                labels,
-                day,
-                episode.alert_id,
-                resolved,
-                render(rule, labels, resolved),
-            )
-        ]
+            fired = {**signal.evidence(i), "condition_since": since.isoformat()}
+            summary = render(rule, labels, fired)
+            moved = Transition("fired", rule.name, labels, day, episode.alert_id, fired, summary)
+            return Track(since, None, episode), moved
+        if track.holds_since == since and track.clear_since is None:
+            return track, None
+        return Track(since, None, track.episode), None
     if track.episode is None:
-        track = replace(track, clear_since=None)
-    return track, []
+        return _IDLE, None
+    clear = track.clear_since or day
+    if (day - clear).days + 1 >= rule.keep_firing_for_days:
+        episode = track.episode
+        resolved = {**signal.evidence(i), "firing_days": (day - episode.fired_on).days}
+        summary = render(rule, labels, resolved)
+        moved = Transition("resolved", rule.name, labels, day, episode.alert_id, resolved, summary)
+        return _IDLE, moved
+    if track.holds_since is None and track.clear_since == clear:
+        return track, None
+    return Track(None, clear, track.episode), None
 
 
 def render(rule: AlertRule, labels: Labels, evidence: Mapping[str, Any]) -> str:

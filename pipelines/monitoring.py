@@ -108,7 +108,8 @@ class AlertMonitor:
             tracks.pop((gone.rule, gone.labels), None)
         transitions = sorted(transitions, key=lambda t: (t.day, t.kind == "fired")) + removed
         outcome = self._record(con, transitions, through, now)
-        store.save_tracks(con, tracks)
+        if todo or removed:  # otherwise the tracks are as loaded: no rewrite per snapshot
+            store.save_tracks(con, tracks)
         for rule, _ in todo:
             store.save_checkpoint(con, rule.name, rule.digest(), through, now)
         outcome.evaluated_through = through
