@@ -2,7 +2,9 @@
 
 A benchmarked command runs in its own process group; a sampler thread sums the resident
 set (VmRSS, from /proc) of every process in the group every `interval` seconds and keeps
-the peak, so a job that starts a runner (Prism, a Go binary) is measured with it.
+the peak, so a job that starts a runner (Prism, a Go binary) is measured with it. It also
+keeps each process's CPU time (user + system, from /proc/<pid>/stat) as last seen, by
+command name: how many cores the job kept busy, and which of its processes did.
 """
 
 from __future__ import annotations
@@ -28,18 +30,37 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
-def group_rss(pgid: int) -> int:
-    """Sum of VmRSS over the processes of process group `pgid`."""
-    total = 0
+def _group(pgid: int) -> list[int]:
+    pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             if os.getpgid(int(entry)) == pgid:
-                total += _rss_bytes(int(entry))
+                pids.append(int(entry))
         except (ProcessLookupError, PermissionError):
             continue
-    return total
+    return pids
+
+
+def group_rss(pgid: int) -> int:
+    """Sum of VmRSS over the processes of process group `pgid`."""
+    return sum(_rss_bytes(pid) for pid in _group(pgid))
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int) -> tuple[str, float] | None:
+    """(command name, CPU seconds so far) of a process, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read().decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    name = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text[text.rindex(")") + 2 :].split()
+    return name, (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
 
 @dataclass
@@ -50,6 +71,7 @@ class RssSampler:
     interval: float = 0.2
     peak: int = 0
     samples: list[tuple[float, int]] = field(default_factory=list)
+    cpu: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid -> last seen
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -61,7 +83,11 @@ class RssSampler:
     def _run(self) -> None:
         started = time.monotonic()
         while not self._stop.is_set():
-            rss = group_rss(self.pgid)
+            pids = _group(self.pgid)
+            rss = sum(_rss_bytes(pid) for pid in pids)
+            for pid in pids:
+                if (seen := _cpu(pid)) is not None:
+                    self.cpu[pid] = seen
             self.samples.append((time.monotonic() - started, rss))
             self.peak = max(self.peak, rss)
             self._stop.wait(self.interval)
@@ -72,6 +98,13 @@ class RssSampler:
             self._thread.join()
         return self.peak
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds by command name (up to the last sample of each process)."""
+        out: dict[str, float] = {}
+        for name, seconds in self.cpu.values():
+            out[name] = out.get(name, 0.0) + seconds
+        return dict(sorted(out.items(), key=lambda item: -item[1]))
+
 
 @dataclass(frozen=True)
 class Measured:
@@ -80,6 +113,7 @@ class Measured:
     peak_rss: int
     output: str
     samples: list[tuple[float, int]]  # (seconds since start, group RSS bytes)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # by command name
 
 
 def run_measured(
@@ -116,4 +150,5 @@ def run_measured(
         finally:
             peak = sampler.stop()
         seconds = time.perf_counter() - started
-    return Measured(code, seconds, peak, log.read_text(errors="replace"), sampler.samples)
+    output = log.read_text(errors="replace")
+    return Measured(code, seconds, peak, output, sampler.samples, sampler.cpu_seconds())

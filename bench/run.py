@@ -162,6 +162,7 @@ class Bench:
             "rate": workload.messages / result["seconds"],
             "process_s": measured.seconds,
             "peak_rss": measured.peak_rss,
+            "cpu_seconds": measured.cpu_seconds,
         }
 
     def sql(self, work: Path, workload: Workload) -> dict[str, Any]:
@@ -188,6 +189,7 @@ class Bench:
             "seconds": measured.seconds,
             "rate": workload.messages / measured.seconds,
             "peak_rss": measured.peak_rss,
+            "cpu_seconds": measured.cpu_seconds,
             "account": _account_line(measured.output),
         }
 
@@ -217,6 +219,7 @@ class Bench:
             "steady_rate": result.steady_rate,
             "first_commit_s": result.first_commit_s,
             "peak_rss": result.measured.peak_rss,
+            "cpu_seconds": result.measured.cpu_seconds,
             "open_requests": open_requests,
             "account": result.account,
         }
