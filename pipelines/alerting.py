@@ -158,9 +158,9 @@ def _grouped(
             totals.unresolved[i] += unresolved
             totals.overdue[i] += overdue
         for day, (due, breached) in figures.deadlines.items():
-            if (i := index.get(day)) is not None:
-                totals.due[i] += due
-                totals.breached[i] += breached
+            if (at := index.get(day)) is not None:
+                totals.due[at] += due
+                totals.breached[at] += breached
     return groups
 
 

@@ -33,6 +33,7 @@ from connectors.kafka_publish import PublishSettings, ensure_topics
 from connectors.schema_store import SchemaStore
 from pipelines.intake import ACTIONS_TOPIC, REQUESTS_TOPIC
 from pipelines.settings import Settings
+from tests.ports import free_port
 from tests.streaming_job import StreamingJob, cli
 from tests.webhook_receiver import Receiver
 
@@ -52,14 +53,6 @@ def receiver() -> Iterator[Receiver]:
         yield r
     finally:
         r.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -116,7 +109,7 @@ def test_spike_alert_reaches_webhook_and_topic_and_metrics_show_the_seed(
         PublishSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix),
         [prefix + t for t in (REQUESTS_TOPIC, ACTIONS_TOPIC)],
     )
-    port = _free_port()
+    port = free_port()
     database = tmp_path / "stream.duckdb"
     job = StreamingJob(
         database,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -28,6 +27,7 @@ from connectors.duckdb_sink import connect_writer
 from pipelines.cli import main
 from pipelines.metrics import SAMPLE_NAMES, AuditCollector, serve_metrics
 from pipelines.settings import Settings
+from tests.ports import free_port
 from tests.streaming_job import cli
 
 P = "removal_audit_"
@@ -52,12 +52,6 @@ def samples(text: str) -> Samples:
 
 def total(found: Samples, name: str, **match: str) -> float:
     return sum(v for labels, v in found[name] if match.items() <= labels.items())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> Samples:
