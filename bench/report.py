@@ -1,7 +1,12 @@
 """bench/out/results.json -> the table in bench/RESULTS.md (between its markers) and the
 chart bench/results.png.
 
-    python -m bench.report [--results bench/out/results.json]
+    python -m bench.report [--results bench/out/results.json] [--results more.json ...]
+
+Several results files (runs that measured other steps or sizes) merge into one table: a
+step measured by a later run replaces the earlier runs' (measured, not run or failed), and
+each row names its run. Ratios are to the floor of the same run when it measured one at
+that size, else to the table's floor, marked with that floor's run.
 """
 
 from __future__ import annotations
@@ -48,6 +53,55 @@ def _mib(step: dict[str, Any] | None) -> str:
     return f"{step['peak_rss'] / MIB:,.0f}"
 
 
+def _measured(step: Any) -> bool:
+    return isinstance(step, dict) and not ("error" in step or "skipped" in step)
+
+
+def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results dict from several runs (see the module docstring); every step keeps the
+    number of its run (1-based) under "run"."""
+    merged = {**runs[0], "runs": runs, "sizes": []}
+    by_events: dict[int, dict[str, Any]] = {}
+    for number, run in enumerate(runs, 1):
+        for size in run["sizes"]:
+            into = by_events.setdefault(size["events"], {"events": size["events"]})
+            into.setdefault("messages", size["messages"])
+            floor = size.get("floor")
+            for key, step in size.items():
+                if not isinstance(step, dict):
+                    continue
+                if _measured(step) or key not in into:
+                    step = {**step, "run": number}
+                    if _measured(floor) and key != "floor":
+                        step["floor_rate"] = _rate(floor)  # this run's own floor
+                    if _measured(step) or not _measured(into.get(key)):
+                        into[key] = step
+            if "latency" in run and _measured(run["latency"]):
+                merged["latency"] = {**run["latency"], "run": number}
+    merged["sizes"] = [by_events[events] for events in sorted(by_events)]
+    return merged
+
+
+def _ratio(step: dict[str, Any] | None, rate: float | None, floor: Any) -> str:
+    if step is not None and "floor_rate" in step:
+        return _fmt_ratio(rate, step["floor_rate"])
+    text = _fmt_ratio(rate, _rate(floor))
+    if text != "-" and step is not None and floor.get("run") != step.get("run"):
+        text += f" (run {floor['run']}'s floor)"
+    return text
+
+
+def _cores(step: dict[str, Any] | None) -> str:
+    """Cores the job kept busy: its process tree's CPU seconds over its wall time."""
+    if not _measured(step) or not step.get("cpu_seconds"):  # type: ignore[union-attr]
+        return "-"
+    assert step is not None
+    cpu = step["cpu_seconds"]
+    wall = step.get("process_s", step["seconds"])
+    parts = ", ".join(f"{name} {seconds / wall:.2f}" for name, seconds in cpu.items())
+    return f"{sum(cpu.values()) / wall:.2f} ({parts})"
+
+
 def rows(results: dict[str, Any]) -> list[list[str]]:
     out: list[list[str]] = []
     for size in results["sizes"]:
@@ -69,9 +123,9 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             ("plain DuckDB SQL (floor load + SQL)", sql, sql_rate),
         ):
             error = (step.get("error") or step.get("skipped")) if step else "not run"
-            seconds = "-" if error else f"{step['seconds']:,.1f}"  # type: ignore[index]
+            seconds = "-" if error else f"{step['seconds']:,.1f}"
             if name.startswith("plain") and not error:
-                seconds = f"{floor['seconds'] + sql['seconds']:,.1f}"  # type: ignore[index]
+                seconds = f"{floor['seconds'] + sql['seconds']:,.1f}"
             out.append(
                 [
                     f"{size['messages']:,}",
@@ -84,9 +138,11 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                         if step and "skipped" in step
                         else f"failed: {error}"[:80]
                     ),
-                    _fmt_ratio(rate, floor_rate),
+                    _ratio(step, rate, floor),
                     _mib(step),
                     per_open if name.startswith("pipeline, streaming") else "-",
+                    _cores(step),
+                    str((step or {}).get("run", "-")),
                 ]
             )
     return out
@@ -101,6 +157,8 @@ def table(results: dict[str, Any]) -> str:
         "ratio to floor",
         "peak RSS (MiB)",
         "bytes / open request (peak - idle RSS)",
+        "cores busy (by process)",
+        "run",
     ]
     m = results["machine"]
     lines = [
@@ -117,7 +175,8 @@ def table(results: dict[str, Any]) -> str:
             "",
             f"Latency, streaming job fed {latency['rate']:,.0f} events/s for "
             f"{latency['sent'] / latency['rate']:,.0f} s ({latency['sent']:,} messages, "
-            f"{latency['landed']:,} landed), snapshot every {latency['snapshot_every']:g} s:",
+            f"{latency['landed']:,} landed), snapshot every {latency['snapshot_every']:g} s"
+            f" (run {latency.get('run', 1)}):",
             "",
             "| from Kafka append to | p50 (s) | p99 (s) |",
             "|---|---|---|",
@@ -128,11 +187,12 @@ def table(results: dict[str, Any]) -> str:
         ]
     elif latency:
         lines += ["", f"Latency run failed: {latency['error'][:300]}"]
-    lines += [
-        "",
-        f"Run {results['started']} to {results.get('finished', '(unfinished)')}: "
-        f"`{results['command']}`",
-    ]
+    lines += [""]
+    for number, run in enumerate(results.get("runs", [results]), 1):
+        lines.append(
+            f"Run {number}, {run['started']} to {run.get('finished', '(unfinished)')}: "
+            f"`{run['command']}`"
+        )
     return "\n".join(lines)
 
 
@@ -200,9 +260,12 @@ def render(results: dict[str, Any], markdown: Path = RESULTS_MD, png: Path = CHA
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report")
-    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "out" / "results.json")
+    parser.add_argument(
+        "--results", type=Path, action="append", help="repeatable (default bench/out/results.json)"
+    )
     args = parser.parse_args(argv)
-    render(json.loads(args.results.read_text()))
+    paths = args.results or [ROOT / "bench" / "out" / "results.json"]
+    render(merge([json.loads(path.read_text()) for path in paths]))
     print(f"table: {RESULTS_MD}\nchart: {CHART}")
     return 0
 
