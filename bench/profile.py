@@ -23,15 +23,20 @@ def py_spy() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
-def attach(pid: int, out: Path, rate: int = 20, delay: float = 3.0) -> Sampling | None:
+def attach(
+    pid: int, out: Path, rate: int = 20, delay: float = 3.0, gil: bool = False
+) -> Sampling | None:
     """Sample `pid` until it exits into `out` (collapsed stacks), starting after `delay`
     seconds (py-spy needs the interpreter up); None without py-spy. A low rate and
-    --nonblocking (the process is never paused) keep the cost to the job small."""
+    --nonblocking (the process is never paused) keep the cost to the job small. `gil`:
+    sample only the thread holding the GIL (for a job bound by it)."""
     tool = py_spy()
     if tool is None:
         return None
     argv = [tool, "record", "--pid", str(pid)]
     argv += ["--rate", str(rate), "--format", "raw", "--nonblocking", "-o", str(out)]
+    if gil:
+        argv.append("--gil")
     return Sampling(argv, delay, out.with_suffix(".log"))
 
 

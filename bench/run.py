@@ -125,13 +125,14 @@ class Bench:
     def runs(self, step: str, events: int) -> bool:
         return step in self.args.only and events <= self.args.limits.get(step, events)
 
-    def profiler(self, name: str) -> Callable[[int], object] | None:
-        """py-spy on the measured job (with --profile): bench/out/profile-<name>.txt."""
+    def profiler(self, name: str, gil: bool = False) -> Callable[[int], object] | None:
+        """py-spy on the measured job (with --profile): bench/out/profile-<name>.txt;
+        `gil`: only the thread holding the GIL (see bench.profile.attach)."""
         if not self.args.profile:
             return None
 
         def start(pid: int) -> None:
-            sampler = profile.attach(pid, OUT / f"profile-{name}.txt")
+            sampler = profile.attach(pid, OUT / f"profile-{name}.txt", gil=gil)
             if sampler is not None:
                 self.samplers.append(sampler)
 
@@ -202,7 +203,9 @@ class Bench:
             self.prism,
             workload.messages,
             timeout=self.args.budget,
-            on_start=self.profiler(f"streaming-{workload.events}"),
+            # One SDK worker whose threads share one GIL, busy all the time: what holds
+            # the GIL is where its time goes (threads waiting on it or on gRPC are not).
+            on_start=self.profiler(f"streaming-{workload.events}", gil=True),
         )
         open_requests = _open_requests(work / "stream.duckdb")
         # The job's footprint before it holds any request: the peak before the first landing.
