@@ -72,6 +72,7 @@ class RssSampler:
     peak: int = 0
     samples: list[tuple[float, int]] = field(default_factory=list)
     cpu: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid -> last seen
+    peak_by_name: dict[str, int] = field(default_factory=dict)  # summed per sample
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -83,11 +84,14 @@ class RssSampler:
     def _run(self) -> None:
         started = time.monotonic()
         while not self._stop.is_set():
-            pids = _group(self.pgid)
-            rss = sum(_rss_bytes(pid) for pid in pids)
-            for pid in pids:
+            by_name: dict[str, int] = {}
+            for pid in _group(self.pgid):
                 if (seen := _cpu(pid)) is not None:
                     self.cpu[pid] = seen
+                    by_name[seen[0]] = by_name.get(seen[0], 0) + _rss_bytes(pid)
+            for name, size in by_name.items():
+                self.peak_by_name[name] = max(self.peak_by_name.get(name, 0), size)
+            rss = sum(by_name.values())
             self.samples.append((time.monotonic() - started, rss))
             self.peak = max(self.peak, rss)
             self._stop.wait(self.interval)
@@ -114,6 +118,7 @@ class Measured:
     output: str
     samples: list[tuple[float, int]]  # (seconds since start, group RSS bytes)
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # by command name
+    peak_rss_by_name: dict[str, int] = field(default_factory=dict)  # each command's own peak
 
 
 def run_measured(
@@ -151,4 +156,6 @@ def run_measured(
             peak = sampler.stop()
         seconds = time.perf_counter() - started
     output = log.read_text(errors="replace")
-    return Measured(code, seconds, peak, output, sampler.samples, sampler.cpu_seconds())
+    return Measured(
+        code, seconds, peak, output, sampler.samples, sampler.cpu_seconds(), sampler.peak_by_name
+    )

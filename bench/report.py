@@ -50,7 +50,11 @@ def _fmt_ratio(value: float | None, floor: float | None) -> str:
 def _mib(step: dict[str, Any] | None) -> str:
     if not step or not step.get("peak_rss"):
         return "-"
-    return f"{step['peak_rss'] / MIB:,.0f}"
+    text = f"{step['peak_rss'] / MIB:,.0f}"
+    by_process = step.get("peak_rss_by_process") or {}
+    if len(by_process) > 1:  # each process's own peak
+        text += " (" + ", ".join(f"{k} {v / MIB:,.0f}" for k, v in by_process.items()) + ")"
+    return text
 
 
 def _measured(step: Any) -> bool:

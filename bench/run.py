@@ -164,6 +164,7 @@ class Bench:
             "process_s": measured.seconds,
             "peak_rss": measured.peak_rss,
             "cpu_seconds": measured.cpu_seconds,
+            "peak_rss_by_process": measured.peak_rss_by_name,
         }
 
     def sql(self, work: Path, workload: Workload) -> dict[str, Any]:
@@ -191,6 +192,7 @@ class Bench:
             "rate": workload.messages / measured.seconds,
             "peak_rss": measured.peak_rss,
             "cpu_seconds": measured.cpu_seconds,
+            "peak_rss_by_process": measured.peak_rss_by_name,
             "account": _account_line(measured.output),
         }
 
@@ -223,6 +225,7 @@ class Bench:
             "first_commit_s": result.first_commit_s,
             "peak_rss": result.measured.peak_rss,
             "cpu_seconds": result.measured.cpu_seconds,
+            "peak_rss_by_process": result.measured.peak_rss_by_name,
             "open_requests": open_requests,
             "account": result.account,
         }
