@@ -6,32 +6,39 @@ of messages or a bucket of events, and each step loops in plain Python over the 
 functions the per-record path calls (`take_in`, `repeat_output`, `content_lifecycle`,
 `rows.*`), so both paths land the same rows:
 
-    MessageChunk -> TakeInChunks -> (event_id bucket, deliveries) -> GroupByKey
-      -> DedupeBuckets -> (content bucket, unique events) -> GroupByKey
+    MessageChunk -> TakeInChunks -> (event_id bucket, deliveries file) -> GroupByKey
+      -> DedupeBuckets -> (content bucket, unique events file) -> GroupByKey
       -> MatchBuckets -> backlog deltas per bucket -> BacklogDailyRows (one combine)
 
 Every step also emits the rows it finished as `StagedRows(table, part, rows)` on its
-`rows` output, for `connectors.parquet_stage.WriteStagedRows`. Events cross the shuffles
-as plain tuples (`Packed`): pickling frozen dataclasses one by one costs more than the
-steps themselves.
+`rows` output, for `connectors.parquet_stage.WriteStagedRows`. The events themselves
+cross the shuffles as files (`connectors.parquet_stage.SpillWriter`, in the stage
+directory), one per bucket and bundle, and only their paths as elements: Beam's local
+runner would otherwise hold every delivery and every event in memory, decoded, between
+steps. In those files an event is a plain tuple (`pack_event`): pickling frozen
+dataclasses one by one costs more than the steps themselves.
 """
 
 from __future__ import annotations
 
 import pickle
+import uuid
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam import pvalue
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
 
 from connectors.beam_files import MessageChunk
 from connectors.origin import SourceRef
+from connectors.parquet_stage import SpillWriter, read_spilled
 from connectors.schema_store import SchemaStore
 from pipelines import rows
 from pipelines.intake import Accepted, IntakeRules, Quarantined, take_in
@@ -48,9 +55,9 @@ from pipelines.transforms import (
 )
 
 ROWS = "rows"
-# Shuffle buckets per step: a few per worker keeps both cores busy, and few enough that a
-# bucket's element carries thousands of events.
-BUCKETS = 16
+# Stage subdirectories the shuffles spill to.
+DELIVERIES = "deliveries"
+EVENTS = "events"
 
 _KINDS: tuple[type[RequestEvent], type[ActionEvent]] = (RequestEvent, ActionEvent)
 
@@ -75,39 +82,8 @@ PackedEvent = tuple[int, tuple[Any, ...]]
 Delivery = tuple[int, tuple[Any, ...], str, int, int, bytes, bytes | None]
 _ARRIVAL = itemgetter(2, 3)  # a delivery's (source, position)
 BacklogKey = tuple[str, str, str, int]
-# What an event or a row takes encoded, roughly: only for the runner's size metrics.
+# What a row takes encoded, roughly: only for the runner's size metrics.
 _TYPICAL_ITEM_BYTES = 200
-
-
-@dataclass(frozen=True, slots=True)
-class Packed:
-    """A bucket's share of one chunk or bucket upstream: Deliveries or PackedEvents."""
-
-    items: list[Any]
-
-
-class PackedCoder(beam.coders.Coder):  # type: ignore[misc]
-    """One pickle per Packed: plain tuples of str, int, bytes, datetime and enum members,
-    which pickle memoises (every event of a chunk shares the same few members)."""
-
-    def encode(self, packed: Packed) -> bytes:
-        return pickle.dumps(packed.items, protocol=5)
-
-    def estimate_size(self, packed: Packed) -> int:
-        # The runner samples element sizes for its metrics; the default would encode.
-        return _TYPICAL_ITEM_BYTES * len(packed.items)
-
-    def decode(self, encoded: bytes) -> Packed:
-        return Packed(pickle.loads(encoded))
-
-    def is_deterministic(self) -> bool:
-        return False
-
-    def to_type_hint(self) -> type[Packed]:
-        return Packed
-
-
-beam.coders.registry.register_coder(Packed, PackedCoder)
 
 
 class StagedRows(NamedTuple):
@@ -174,12 +150,27 @@ def _content_bucket(packed: PackedEvent, buckets: int) -> int:
     return _bucket(f"{values[_PLATFORM[kind]]}\x00{values[_CONTENT_ID[kind]]}", buckets)
 
 
-def _by_bucket(keyed: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, Packed]]:
-    buckets: dict[int, list[Any]] = defaultdict(list)
-    for bucket, item in keyed:
-        buckets[bucket].append(item)
-    for bucket, items in sorted(buckets.items()):
-        yield bucket, Packed(items)
+class _SpillingFn(beam.DoFn):  # type: ignore[misc]
+    """A step whose main output is spilled to `folder`: each bundle writes one file per
+    bucket and emits (bucket, path) once, when it finishes."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+
+    def start_bundle(self) -> None:
+        self._spill = SpillWriter(self._folder, uuid.uuid4().hex)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for bucket_path in self._spill.close():
+            yield GlobalWindows.windowed_value(bucket_path)
+
+    def spill(self, keyed: Iterable[tuple[int, Any]]) -> None:
+        """Append (bucket, item) pairs to their buckets' files, one frame per bucket."""
+        buckets: dict[int, list[Any]] = defaultdict(list)
+        for bucket, item in keyed:
+            buckets[bucket].append(item)
+        for bucket, items in buckets.items():
+            self._spill.write(bucket, items)
 
 
 def _staged(table: str, part: str, table_rows: list[rows.Row]) -> Iterator[Any]:
@@ -187,11 +178,15 @@ def _staged(table: str, part: str, table_rows: list[rows.Row]) -> Iterator[Any]:
         yield pvalue.TaggedOutput(ROWS, StagedRows(table, part, table_rows))
 
 
-class TakeInChunkFn(beam.DoFn):  # type: ignore[misc]
-    """MessageChunk -> (event_id bucket, Packed deliveries); refused messages staged as
-    quarantine rows. The schema store is loaded once per worker, in `setup`."""
+class TakeInChunkFn(_SpillingFn):
+    """MessageChunk -> deliveries spilled by event_id bucket, emitted as (bucket, file)
+    per bundle; refused messages staged as quarantine rows. The schema store is loaded
+    once per worker, in `setup`."""
 
-    def __init__(self, rules: IntakeRules, schemas_dir: Path | None, buckets: int) -> None:
+    def __init__(
+        self, rules: IntakeRules, schemas_dir: Path | None, buckets: int, folder: Path
+    ) -> None:
+        super().__init__(folder)
         self._rules = rules
         self._schemas_dir = schemas_dir
         self._buckets = buckets
@@ -209,39 +204,44 @@ class TakeInChunkFn(beam.DoFn):  # type: ignore[misc]
             else:
                 delivery = pack_accepted(result)
                 accepted.append((_bucket(delivery[1][_EVENT_ID], self._buckets), delivery))
-        yield from _by_bucket(accepted)
+        self.spill(accepted)
         yield from _staged("quarantine", f"intake-{chunk.part}", refused)
 
 
 class TakeInChunks(beam.PTransform):  # type: ignore[misc]
-    """MessageChunk -> {main: (bucket, Packed[Delivery]), rows: StagedRows (quarantine)}."""
+    """MessageChunk -> {main: (bucket, file of Delivery frames), rows: StagedRows
+    (quarantine)}; the files go to `<stage>/deliveries/`."""
 
-    def __init__(self, rules: IntakeRules, schemas_dir: Path | None, buckets: int) -> None:
+    def __init__(
+        self, rules: IntakeRules, schemas_dir: Path | None, buckets: int, stage: Path
+    ) -> None:
         super().__init__()
-        self._fn = TakeInChunkFn(rules, schemas_dir, buckets)
+        self._fn = TakeInChunkFn(rules, schemas_dir, buckets, stage / DELIVERIES)
 
     def expand(self, chunks: Any) -> Any:
         return chunks | "TakeIn" >> beam.ParDo(self._fn).with_output_types(
-            tuple[int, Packed], rows=StagedRows
+            tuple[int, str], rows=StagedRows
         ).with_outputs(ROWS, main="deliveries")
 
 
-class DedupeBucketFn(beam.DoFn):  # type: ignore[misc]
-    """(bucket, [Packed[Delivery]]) -> (content bucket, Packed[PackedEvent]) of the unique
-    events, with their event rows, duplicate rows and conflicts staged.
+class DedupeBucketFn(_SpillingFn):
+    """(bucket, [file of Delivery frames]) -> the unique events spilled by content bucket,
+    emitted as (content bucket, file) per bundle; their event rows, duplicate rows and
+    conflicts staged.
 
     Per (topic, event_id), exactly `transforms.DedupeFn`: the first delivery by (source,
     position) is kept; each other one is a duplicate row when its event is equal, else an
     EVENT_ID_CONFLICT quarantine row."""
 
-    def __init__(self, buckets: int) -> None:
+    def __init__(self, buckets: int, folder: Path) -> None:
+        super().__init__(folder)
         self._buckets = buckets
 
-    def process(self, element: tuple[int, Iterable[Packed]]) -> Iterator[Any]:
-        bucket, batches = element
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
+        bucket, files = element
         by_event_id: dict[tuple[int, str], list[Delivery]] = defaultdict(list)
-        for batch in batches:
-            for delivery in batch.items:
+        for frame in read_spilled(files):
+            for delivery in frame:
                 by_event_id[delivery[0], delivery[1][_EVENT_ID]].append(delivery)
         events: tuple[list[rows.Row], list[rows.Row]] = ([], [])
         duplicates: list[rows.Row] = []
@@ -261,7 +261,7 @@ class DedupeBucketFn(beam.DoFn):  # type: ignore[misc]
             events[kind].append(rows.event_row(kept))
             packed = (kind, deliveries[0][1])
             unique.append((_content_bucket(packed, self._buckets), packed))
-        yield from _by_bucket(unique)
+        self.spill(unique)
         part = f"dedupe-{bucket:05d}"
         yield from _staged("request_events", part, events[0])
         yield from _staged("action_events", part, events[1])
@@ -270,26 +270,28 @@ class DedupeBucketFn(beam.DoFn):  # type: ignore[misc]
 
 
 class DedupeBuckets(beam.PTransform):  # type: ignore[misc]
-    """(bucket, Packed[Delivery]) -> {main: (content bucket, Packed[PackedEvent]), rows:
-    StagedRows (request_events, action_events, duplicate_deliveries, quarantine)}."""
+    """(bucket, file of Delivery frames) -> {main: (content bucket, file of PackedEvent
+    frames), rows: StagedRows (request_events, action_events, duplicate_deliveries,
+    quarantine)}; the files go to `<stage>/events/`."""
 
-    def __init__(self, buckets: int) -> None:
+    def __init__(self, buckets: int, stage: Path) -> None:
         super().__init__()
         self._buckets = buckets
+        self._folder = stage / EVENTS
 
     def expand(self, deliveries: Any) -> Any:
         return (
             deliveries
             | "GroupDeliveries" >> beam.GroupByKey()
             | "KeepFirst"
-            >> beam.ParDo(DedupeBucketFn(self._buckets))
-            .with_output_types(tuple[int, Packed], rows=StagedRows)
+            >> beam.ParDo(DedupeBucketFn(self._buckets, self._folder))
+            .with_output_types(tuple[int, str], rows=StagedRows)
             .with_outputs(ROWS, main="events")
         )
 
 
 class MatchBucketFn(beam.DoFn):  # type: ignore[misc]
-    """(content bucket, [Packed[PackedEvent]]) -> the bucket's backlog deltas summed per
+    """(content bucket, [file of PackedEvent frames]) -> the bucket's backlog deltas summed per
     (category, platform, authority, day); request, transition and breach rows staged.
     `content_lifecycle` runs once per (platform, content_id), as in
     `transforms.MatchRequestsToActions`."""
@@ -297,11 +299,11 @@ class MatchBucketFn(beam.DoFn):  # type: ignore[misc]
     def __init__(self, policy: SlaPolicy) -> None:
         self._policy = policy
 
-    def process(self, element: tuple[int, Iterable[Packed]]) -> Iterator[Any]:
-        bucket, batches = element
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
+        bucket, files = element
         by_content: dict[tuple[str, str], tuple[list[Any], list[Any]]] = {}
-        for batch in batches:
-            for kind, values in batch.items:
+        for frame in read_spilled(files):
+            for kind, values in frame:
                 key = (values[_PLATFORM[kind]], values[_CONTENT_ID[kind]])
                 by_content.setdefault(key, ([], []))[kind].append(unpack_event((kind, values)))
         requests: list[rows.Row] = []
@@ -326,7 +328,7 @@ class MatchBucketFn(beam.DoFn):  # type: ignore[misc]
 
 
 class MatchBuckets(beam.PTransform):  # type: ignore[misc]
-    """(content bucket, Packed[PackedEvent]) -> {main: backlog deltas per bucket, rows:
+    """(content bucket, file of PackedEvent frames) -> {main: backlog deltas per bucket, rows:
     StagedRows (requests, lifecycle_transitions, sla_breaches)}."""
 
     def __init__(self, policy: SlaPolicy) -> None:

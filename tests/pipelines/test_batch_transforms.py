@@ -17,11 +17,11 @@ import pytest
 from connectors.avro_files import RawMessage
 from connectors.beam_files import ReadRawMessages
 from connectors.origin import SourceRef
-from connectors.parquet_stage import write_staged
+from connectors.parquet_stage import SpillWriter, read_spilled, write_staged
 from connectors.schema_store import SchemaStore
 from pipelines import rows
 from pipelines.batch import batch_runner, build
-from pipelines.batch_transforms import Packed, PackedCoder, pack_accepted, unpack_accepted
+from pipelines.batch_transforms import pack_accepted, unpack_accepted
 from pipelines.intake import Accepted, IntakeRules
 from pipelines.model import ActionType, Category, RequestEventType
 from pipelines.policy import SlaPolicy
@@ -149,7 +149,7 @@ def test_chunked_path_stages_the_rows_of_the_per_record_path(
     assert len(list(stage.glob("quarantine-*.parquet"))) > 1
 
 
-def test_deliveries_cross_a_shuffle_unchanged() -> None:
+def test_deliveries_cross_a_shuffle_unchanged(tmp_path: Path) -> None:
     withdrawn = dataclasses.replace(
         request(1), event_type=RequestEventType.WITHDRAWN, withdrawn_at=T0 + timedelta(hours=1)
     )
@@ -158,6 +158,12 @@ def test_deliveries_cross_a_shuffle_unchanged() -> None:
         Accepted(withdrawn, SourceRef("requests.avro", 4), 3, b"\xc3\x01", b"twitter/c1"),
         Accepted(action(1, jurisdiction="RU"), SourceRef("removal.actions/0", 9), 1, b"", None),
     ]
-    coder = PackedCoder()
-    shuffled = coder.decode(coder.encode(Packed([pack_accepted(a) for a in deliveries])))
-    assert [unpack_accepted(d) for d in shuffled.items] == deliveries
+    spill = SpillWriter(tmp_path / "deliveries", "bundle")
+    spill.write(2, [pack_accepted(a) for a in deliveries[:2]])
+    spill.write(0, [])
+    spill.write(2, [pack_accepted(deliveries[2])])
+    files = spill.close()
+    assert [bucket for bucket, _ in files] == [0, 2]
+    assert not list((tmp_path / "deliveries").glob(".*"))  # no partial file left behind
+    frames = list(read_spilled([files[1][1]]))
+    assert [unpack_accepted(d) for frame in frames for d in frame] == deliveries
