@@ -48,10 +48,10 @@ from pipelines.policy import SlaPolicy
 from pipelines.transforms import (
     DUPLICATES,
     Deltas,
-    _backlog_deltas,
-    _daily_rows,
-    _sum_deltas,
+    backlog_deltas,
+    daily_rows,
     repeat_output,
+    sum_deltas,
 )
 
 ROWS = "rows"
@@ -317,7 +317,7 @@ class MatchBucketFn(beam.DoFn):  # type: ignore[misc]
                 transitions.extend(rows.transition_rows(lc))
                 if (breach := rows.breach_row(lc)) is not None:
                     breaches.append(breach)
-                for day_key, (o, ov, d) in _backlog_deltas(lc):
+                for day_key, (o, ov, d) in backlog_deltas(lc):
                     before = deltas.get(day_key, (0, 0, 0))
                     deltas[day_key] = (before[0] + o, before[1] + ov, before[2] + d)
         yield deltas
@@ -358,7 +358,7 @@ class _MergeDeltasFn(beam.CombineFn):  # type: ignore[misc]
         self, acc: dict[BacklogKey, Deltas], deltas: dict[BacklogKey, Deltas]
     ) -> dict[BacklogKey, Deltas]:
         for key, change in deltas.items():
-            acc[key] = _sum_deltas([acc.get(key, (0, 0, 0)), change])
+            acc[key] = sum_deltas([acc.get(key, (0, 0, 0)), change])
         return acc
 
     def merge_accumulators(
@@ -377,7 +377,7 @@ def _backlog_rows(deltas: dict[BacklogKey, Deltas]) -> Iterator[StagedRows]:
     series: dict[tuple[str, str, str], list[tuple[int, Deltas]]] = defaultdict(list)
     for (category, platform, authority, day), change in deltas.items():
         series[category, platform, authority].append((day, change))
-    backlog = [row for key in sorted(series) for row in _daily_rows((key, series[key]))]
+    backlog = [row for key in sorted(series) for row in daily_rows((key, series[key]))]
     if backlog:
         yield StagedRows("backlog_daily", "all", backlog)
 

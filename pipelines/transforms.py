@@ -176,7 +176,9 @@ _COUNTED = {Status.OPEN: 0, Status.OVERDUE: 1, Status.DECLINED: 2}
 Deltas = tuple[int, int, int]
 
 
-def _backlog_deltas(lc: RequestLifecycle) -> Iterator[tuple[tuple[str, str, str, int], Deltas]]:
+def backlog_deltas(lc: RequestLifecycle) -> Iterator[tuple[tuple[str, str, str, int], Deltas]]:
+    """(category, platform, authority, day), (open, overdue, declined) changes of one
+    request: +1 at the first midnight of each counted status, -1 at the first past it."""
     key = (lc.request.category.value, lc.request.platform, lc.request.authority)
     for segment in status_segments(lc):
         slot = _COUNTED.get(segment.status)
@@ -195,24 +197,27 @@ def _one_hot(slot: int, value: int) -> Deltas:
     return (value if slot == 0 else 0, value if slot == 1 else 0, value if slot == 2 else 0)
 
 
-def _sum_deltas(values: Iterable[Deltas]) -> Deltas:
+def sum_deltas(values: Iterable[Deltas]) -> Deltas:
+    """Element-wise sum of (open, overdue, declined) changes."""
     o = ov = d = 0
     for a, b, c in values:
         o, ov, d = o + a, ov + b, d + c
     return (o, ov, d)
 
 
-def _daily_rows(
+def daily_rows(
     element: tuple[tuple[str, str, str], Iterable[tuple[int, Deltas]]],
 ) -> Iterator[rows.Row]:
+    """One series' changes by day -> its backlog_daily rows, every day from the first
+    change to the last."""
     (category, platform, authority), changes = element
     by_day: dict[int, Deltas] = defaultdict(lambda: (0, 0, 0))
     for day, deltas in changes:
-        by_day[day] = _sum_deltas([by_day[day], deltas])
+        by_day[day] = sum_deltas([by_day[day], deltas])
     day, last = min(by_day), max(by_day)
     counts = (0, 0, 0)
     while day <= last:
-        counts = _sum_deltas([counts, by_day.get(day, (0, 0, 0))])
+        counts = sum_deltas([counts, by_day.get(day, (0, 0, 0))])
         yield {
             "as_of": EPOCH + day * DAY,
             "category": category,
@@ -234,11 +239,11 @@ class BacklogByCategory(beam.PTransform):  # type: ignore[misc]
     def expand(self, lifecycles: Any) -> Any:
         return (
             lifecycles
-            | "Deltas" >> beam.FlatMap(_backlog_deltas)
-            | "SumPerDay" >> beam.CombinePerKey(_sum_deltas)
+            | "Deltas" >> beam.FlatMap(backlog_deltas)
+            | "SumPerDay" >> beam.CombinePerKey(sum_deltas)
             | "KeyBySeries" >> beam.Map(lambda kv: (kv[0][:3], (kv[0][3], kv[1])))
             | "GroupSeries" >> beam.GroupByKey()
-            | "Accumulate" >> beam.FlatMap(_daily_rows)
+            | "Accumulate" >> beam.FlatMap(daily_rows)
         )
 
 

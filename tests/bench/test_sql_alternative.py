@@ -44,7 +44,7 @@ from pipelines.model import (
 )
 from pipelines.policy import SlaPolicy, SlaRule
 from pipelines.settings import Settings
-from pipelines.transforms import _backlog_deltas, _daily_rows, _sum_deltas
+from pipelines.transforms import backlog_deltas, daily_rows, sum_deltas
 
 ALL_TABLES = {"requests", "lifecycle_transitions", "sla_breaches", "backlog_daily"}
 _EVENTS = {REQUESTS_TOPIC: "request_events", ACTIONS_TOPIC: "action_events"}
@@ -285,8 +285,8 @@ def _expected(
     ]
     per_day: dict[tuple[str, str, str, int], Any] = defaultdict(lambda: (0, 0, 0))
     for lc in lifecycles:
-        for key, deltas in _backlog_deltas(lc):
-            per_day[key] = _sum_deltas([per_day[key], deltas])
+        for key, deltas in backlog_deltas(lc):
+            per_day[key] = sum_deltas([per_day[key], deltas])
     series: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
     for (category, platform, authority, day), deltas in per_day.items():
         series[(category, platform, authority)].append((day, deltas))
@@ -295,7 +295,7 @@ def _expected(
         "requests": [rows.request_row(lc) for lc in lifecycles],
         "lifecycle_transitions": [t for lc in lifecycles for t in rows.transition_rows(lc)],
         "sla_breaches": [b for b in breaches if b is not None],
-        "backlog_daily": [r for item in series.items() for r in _daily_rows(item)],
+        "backlog_daily": [r for item in series.items() for r in daily_rows(item)],
     }
 
 

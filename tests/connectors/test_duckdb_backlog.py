@@ -39,9 +39,9 @@ from pipelines.settings import Settings
 from pipelines.transforms import (
     BacklogByCategory,
     Deltas,
-    _backlog_deltas,
-    _daily_rows,
-    _sum_deltas,
+    backlog_deltas,
+    daily_rows,
+    sum_deltas,
 )
 from tests.conftest import T0, action, request
 
@@ -73,12 +73,12 @@ def _batch_backlog(lifecycles: Iterable[RequestLifecycle]) -> list[Row]:
     Python: the batch semantics, cheap enough for a property test."""
     per_day: dict[tuple[str, str, str, int], Deltas] = {}
     for lc in lifecycles:
-        for key, deltas in _backlog_deltas(lc):
-            per_day[key] = _sum_deltas([per_day.get(key, (0, 0, 0)), deltas])
+        for key, deltas in backlog_deltas(lc):
+            per_day[key] = sum_deltas([per_day.get(key, (0, 0, 0)), deltas])
     series: dict[tuple[str, str, str], list[tuple[int, Deltas]]] = defaultdict(list)
     for (category, platform, authority, day), deltas in per_day.items():
         series[(category, platform, authority)].append((day, deltas))
-    return sorted(tuple(row.values()) for element in series.items() for row in _daily_rows(element))
+    return sorted(tuple(row.values()) for element in series.items() for row in daily_rows(element))
 
 
 def _lifecycles(
