@@ -29,11 +29,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import duckdb
-
 from bench import profile
 from bench.proc import run_measured
-from bench.stream import run_latency, run_throughput
+from bench.stream import open_requests, run_latency, run_throughput
 from bench.workload import Workload, ensure_workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,15 +207,15 @@ class Bench:
             # the GIL is where its time goes (threads waiting on it or on gRPC are not).
             on_start=self.profiler(f"streaming-{workload.events}", gil=True),
         )
-        open_requests = _open_requests(work / "stream.duckdb")
+        unresolved = open_requests(work / "stream.duckdb")
         # The job's footprint before it holds any request: the peak before the first landing.
         idle = max(
             (rss for t, rss in result.measured.samples if t < result.first_commit_s), default=0
         )
         return {
             "idle_rss": idle,
-            "bytes_per_open_request": (result.measured.peak_rss - idle) / open_requests
-            if open_requests
+            "bytes_per_open_request": (result.measured.peak_rss - idle) / unresolved
+            if unresolved
             else None,
             "seconds": result.measured.seconds,
             "rate": result.rate,
@@ -226,7 +224,7 @@ class Bench:
             "peak_rss": result.measured.peak_rss,
             "cpu_seconds": result.measured.cpu_seconds,
             "peak_rss_by_process": result.measured.peak_rss_by_name,
-            "open_requests": open_requests,
+            "open_requests": unresolved,
             "account": result.account,
         }
 
@@ -252,19 +250,6 @@ class Bench:
 
 def _account_line(output: str) -> str:
     return next((line for line in output.splitlines() if line.startswith("record account")), "")
-
-
-def _open_requests(database: Path) -> int:
-    """Requests unresolved (open, overdue, declined) at the data horizon."""
-    con = duckdb.connect(str(database), read_only=True)
-    try:
-        row: Any = con.execute(
-            "SELECT count(*) FROM request_status_as_of((SELECT horizon FROM data_horizon))"
-            " WHERE status IN ('OPEN', 'OVERDUE', 'DECLINED')"
-        ).fetchall()[0]
-    finally:
-        con.close()
-    return int(row[0])
 
 
 def versions() -> dict[str, str]:

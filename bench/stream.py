@@ -72,16 +72,31 @@ def read_ledger(con: duckdb.DuckDBPyConnection) -> list[LedgerEntry]:
     ]
 
 
-def landed_account(database: Path) -> dict[str, int]:
+def _one_row(database: Path, sql: str) -> Any:
+    """The first row of a read-only query on a job's database (after the job)."""
     con = duckdb.connect(str(database), read_only=True)
     try:
-        row: Any = con.execute(
-            "SELECT (SELECT count(*) FROM request_events), (SELECT count(*) FROM action_events),"
-            " (SELECT count(*) FROM duplicate_deliveries), (SELECT count(*) FROM quarantine),"
-            " (SELECT count(*) FROM requests)"
-        ).fetchall()[0]
+        return con.execute(sql).fetchall()[0]
     finally:
         con.close()
+
+
+def open_requests(database: Path) -> int:
+    """Requests unresolved (open, overdue, declined) at the data horizon."""
+    sql = (
+        "SELECT count(*) FROM request_status_as_of((SELECT horizon FROM data_horizon))"
+        " WHERE status IN ('OPEN', 'OVERDUE', 'DECLINED')"
+    )
+    return int(_one_row(database, sql)[0])
+
+
+def landed_account(database: Path) -> dict[str, int]:
+    row = _one_row(
+        database,
+        "SELECT (SELECT count(*) FROM request_events), (SELECT count(*) FROM action_events),"
+        " (SELECT count(*) FROM duplicate_deliveries), (SELECT count(*) FROM quarantine),"
+        " (SELECT count(*) FROM requests)",
+    )
     return dict(
         zip(
             ("request_events", "action_events", "duplicates", "quarantined", "requests"),
