@@ -73,6 +73,13 @@ def _step(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _keep_failed_logs(out: dict[str, Any], work: Path, events: int) -> None:
+    """A failed step's job logs outlive its work directory: bench/out/failed-<events>-*.log."""
+    if any(isinstance(step, dict) and "error" in step for step in out.values()):
+        for log in work.glob("*.log"):
+            shutil.copyfile(log, OUT / f"failed-{events}-{log.name}")
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, bootstrap: str, prism: str) -> None:
         self.args, self.bootstrap, self.prism = args, bootstrap, prism
@@ -117,6 +124,7 @@ class Bench:
                     out[step] = {"skipped": f"above --limit {step}={self.args.limits[step]:,}"}
         finally:
             self.wait_for_profiles()
+            _keep_failed_logs(out, work, events)
             shutil.rmtree(work, ignore_errors=True)
         return out
 
