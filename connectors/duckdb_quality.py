@@ -9,7 +9,7 @@ suite queries in `expectations/*.sql` read that scope from the temporary table
 
 Example:
     set_scope(con, {"requests": ["RKN-2017-000001"]})
-    frame = fetch_frame(con, suite.query)
+    frame = fetch_frame(con, suite.query, suite.columns)
 """
 
 from __future__ import annotations
@@ -85,10 +85,20 @@ def set_scope(con: duckdb.DuckDBPyConnection, scope: Mapping[str, Sequence[str]]
         con.unregister("_validation_scope_rows")
 
 
-def fetch_frame(con: duckdb.DuckDBPyConnection, query: str) -> Any:
+def fetch_frame(
+    con: duckdb.DuckDBPyConnection, query: str, columns: Sequence[str] | None = None
+) -> Any:
     """The query's rows as a pandas DataFrame (through Arrow: DuckDB's own pandas path warns
-    under pandas 3)."""
-    return con.sql(query).to_arrow_table().to_pandas()
+    under pandas 3): every column, or only those of `columns` it has (in its order; DuckDB
+    then computes no other). A named column the query lacks is left to the expectation
+    that names it to report."""
+    relation = con.sql(query)
+    if columns is not None:
+        wanted = set(columns)
+        relation = relation.select(
+            *(duckdb.ColumnExpression(c) for c in relation.columns if c in wanted)
+        )
+    return relation.to_arrow_table().to_pandas()
 
 
 def record_validation(

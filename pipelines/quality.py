@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # Failing rows reported per failed expectation (their keys), for review.
 SAMPLE_ROWS = 20
+# The kwargs by which an expectation names a column.
+COLUMN_KWARGS = ("column", "column_A", "column_B")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,21 @@ class Suite:
     definition: Mapping[str, Any]
     query: str
     key_columns: tuple[str, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...] | None:
+        """The columns its expectations and its key name, the only ones a validation needs
+        fetched; None (every column) when an expectation names no column (a table-level
+        one). Example: ("request_id", "category", "sla_seconds", ...)."""
+        named = list(self.key_columns)
+        for spec in self.definition["expectations"]:
+            kwargs = spec.get("kwargs", {})
+            columns = [kwargs[k] for k in COLUMN_KWARGS if k in kwargs]
+            columns += list(kwargs.get("column_list", ()))
+            if not columns:
+                return None
+            named += columns
+        return tuple(dict.fromkeys(str(c) for c in named))
 
 
 @dataclass(frozen=True)
@@ -217,7 +234,8 @@ class SuiteRunner:
         }
 
     def run(self, suite: Suite, frame: Any) -> SuiteResult:
-        """Validate `frame` (a pandas DataFrame of `suite.query`'s columns)."""
+        """Validate `frame` (a pandas DataFrame of `suite.query`'s columns, or of those of
+        them `suite.columns` names)."""
         self._prepare()
         checkpoint = self._definitions[suite.name]
         outcome = checkpoint.run(
@@ -230,9 +248,9 @@ class SuiteRunner:
                 continue
             config = result.expectation_config
             kwargs = config.kwargs
-            columns = tuple(
-                str(kwargs[k]) for k in ("column", "column_A", "column_B") if k in kwargs
-            ) + tuple(str(c) for c in kwargs.get("column_list", ()))
+            columns = tuple(str(kwargs[k]) for k in COLUMN_KWARGS if k in kwargs) + tuple(
+                str(c) for c in kwargs.get("column_list", ())
+            )
             info = result.exception_info or {}
             failures.append(
                 Failure(

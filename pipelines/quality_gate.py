@@ -116,7 +116,7 @@ class QualityGate:
         dq.set_scope(con, scope)
         results = []
         for suite in self._suites_for(scope):
-            frame = dq.fetch_frame(con, suite.query)
+            frame = dq.fetch_frame(con, suite.query, suite.columns)
             results.append(self.runner.run(suite, frame))
         return GateOutcome(
             uuid.uuid4().hex[:16], "all" if scope is None else "batch", tuple(results)
