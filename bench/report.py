@@ -78,6 +78,7 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
                     step = {**step, "run": number}
                     if _measured(floor) and key != "floor":
                         step["floor_rate"] = _rate(floor)  # this run's own floor
+                        step["floor_seconds"] = floor["seconds"]
                     if _measured(step) or not _measured(into.get(key)):
                         into[key] = step
             if "latency" in run and _measured(run["latency"]):
@@ -115,7 +116,8 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         sql_rate = None
         if sql and "seconds" in sql and floor_rate:
             # The user of plain SQL loads the events (the floor) and then runs the SQL.
-            sql_rate = size["messages"] / (floor["seconds"] + sql["seconds"])
+            load = sql.get("floor_seconds", floor["seconds"])  # the SQL's own run's floor
+            sql_rate = size["messages"] / (load + sql["seconds"])
         streaming = size.get("streaming")
         per_open = "-"
         if streaming and "error" not in streaming and streaming.get("bytes_per_open_request"):
@@ -129,7 +131,8 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             error = (step.get("error") or step.get("skipped")) if step else "not run"
             seconds = "-" if error else f"{step['seconds']:,.1f}"
             if name.startswith("plain") and not error:
-                seconds = f"{floor['seconds'] + sql['seconds']:,.1f}"
+                load = sql.get("floor_seconds", floor["seconds"])
+                seconds = f"{load + sql['seconds']:,.1f}"
             out.append(
                 [
                     f"{size['messages']:,}",
@@ -215,7 +218,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
         for size in sizes:
             step = size.get(key)
             if key == "sql" and step and "seconds" in step and _rate(size.get("floor")):
-                rates.append(size["messages"] / (size["floor"]["seconds"] + step["seconds"]))
+                load = step.get("floor_seconds", size["floor"]["seconds"])
+                rates.append(size["messages"] / (load + step["seconds"]))
             else:
                 rates.append(_rate(step) or 0.0)
         xs = [j + i * width for j in range(len(sizes))]
