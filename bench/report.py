@@ -77,8 +77,7 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 if _measured(step) or key not in into:
                     step = {**step, "run": number}
                     if _measured(floor) and key != "floor":
-                        step["floor_rate"] = _rate(floor)  # this run's own floor
-                        step["floor_seconds"] = floor["seconds"]
+                        step["floor_seconds"] = floor["seconds"]  # this run's own floor
                     if _measured(step) or not _measured(into.get(key)):
                         into[key] = step
             if "latency" in run and _measured(run["latency"]):
@@ -87,9 +86,9 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def _ratio(step: dict[str, Any] | None, rate: float | None, floor: Any) -> str:
-    if step is not None and "floor_rate" in step:
-        return _fmt_ratio(rate, step["floor_rate"])
+def _ratio(step: dict[str, Any] | None, rate: float | None, floor: Any, messages: int) -> str:
+    if step is not None and "floor_seconds" in step:
+        return _fmt_ratio(rate, messages / step["floor_seconds"])
     text = _fmt_ratio(rate, _rate(floor))
     if text != "-" and step is not None and floor.get("run") != step.get("run"):
         text += f" (run {floor['run']}'s floor)"
@@ -145,7 +144,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                         if step and "skipped" in step
                         else f"failed: {error}"[:80]
                     ),
-                    _ratio(step, rate, floor),
+                    _ratio(step, rate, floor, size["messages"]),
                     _mib(step),
                     per_open if name.startswith("pipeline, streaming") else "-",
                     _cores(step),

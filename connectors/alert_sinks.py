@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,9 @@ from connectors.kafka_produce import CONNECTION_OPTIONS, Outgoing, produce
 from connectors.schema_store import SchemaStore
 
 log = logging.getLogger(__name__)
+
+# While close waits for the delivery thread, it says so this often.
+_JOIN_WARN_EVERY_S = 30.0
 
 ALERTS_SUBJECT = "removal.alerts-value"
 KAFKA, WEBHOOK = "kafka", "webhook"
@@ -345,9 +349,20 @@ class DeliveryThread:
             log.exception("alert delivery failed (retried)")
 
     def close(self) -> None:
-        """Stop after one last round (what the final landing queued)."""
+        """Stop after one last round (what the final landing queued). Waits for a round in
+        progress however long it takes: the thread uses the writer's DuckDB connection,
+        which the writer closes next (duckdb/duckdb#13904)."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=60)
+        started = time.monotonic()
+        self._thread.join(_JOIN_WARN_EVERY_S)
+        while self._thread.is_alive():
+            log.warning(
+                "closing alert delivery: waiting %.0f s so far for its thread to finish "
+                "delivering notifications (sinks: %s)",
+                time.monotonic() - started,
+                ", ".join(self._dispatcher.sinks),
+            )
+            self._thread.join(_JOIN_WARN_EVERY_S)
         self._round()
         self._dispatcher.close()

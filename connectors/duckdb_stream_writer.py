@@ -43,6 +43,9 @@ from connectors.quarantine_topic import QuarantineForwarder, QuarantineTopicErro
 
 log = logging.getLogger(__name__)
 
+# While close waits for a thread, it says so this often.
+_JOIN_WARN_EVERY_S = 30.0
+
 
 class Pending(Protocol):
     """Rows waiting to be landed, that absorb later ones."""
@@ -283,7 +286,19 @@ class SharedWriter:
         self._stop.set()
         with self._queue:
             self._queue.notify_all()
-        self._thread.join(timeout=60)
+        # Closing DuckDB while the thread is still inside it aborts the process at exit
+        # (duckdb/duckdb#13904), so wait for it however long its landing takes. A thread
+        # that failed has returned (its error is in _failure): the join ends at once.
+        started = time.monotonic()
+        self._thread.join(_JOIN_WARN_EVERY_S)
+        while self._thread.is_alive():
+            log.warning(
+                "closing the writer of %s: waiting %.0f s so far for its thread to finish "
+                "landing or publishing the snapshot before closing the database",
+                self.config.database,
+                time.monotonic() - started,
+            )
+            self._thread.join(_JOIN_WARN_EVERY_S)
         try:
             if self._failure is None:
                 self.flush()

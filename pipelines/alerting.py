@@ -24,7 +24,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pipelines.alert_rules import LABELS, AlertRule, RuleKind
 
@@ -164,15 +164,13 @@ def _grouped(
     return groups
 
 
-class _Signal:
+class _Signal(Protocol):
     """A rule's condition on one label set's totals, day by day (index into the span).
     `holds(i)` is what a track steps on; `evidence(i)` is asked for only when it moves."""
 
-    def holds(self, i: int) -> bool | None:
-        raise NotImplementedError
+    def holds(self, i: int) -> bool | None: ...
 
-    def evidence(self, i: int) -> dict[str, Any]:
-        raise NotImplementedError
+    def evidence(self, i: int) -> dict[str, Any]: ...
 
 
 def _signal(rule: AlertRule, t: _Totals, span: Sequence[date], history_start: date) -> _Signal:
@@ -183,7 +181,7 @@ def _signal(rule: AlertRule, t: _Totals, span: Sequence[date], history_start: da
     return _Spike(rule, t.unresolved, span, history_start)
 
 
-class _Overdue(_Signal):
+class _Overdue:
     def __init__(self, rule: AlertRule, t: _Totals) -> None:
         self.rule, self.t = rule, t
 
@@ -198,7 +196,7 @@ class _Overdue(_Signal):
         }
 
 
-class _BreachRate(_Signal):
+class _BreachRate:
     """Deadlines due and breached over the window_days ending with the day."""
 
     def __init__(self, rule: AlertRule, t: _Totals) -> None:
@@ -230,7 +228,7 @@ class _BreachRate(_Signal):
         }
 
 
-class _Spike(_Signal):
+class _Spike:
     """The backlog's growth over window_days against its size and against the growth of
     each window that ended in the baseline_days before this window began (on days the data
     covers): its mean and sample standard deviation, as `statistics.fmean` and

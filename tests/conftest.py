@@ -5,17 +5,20 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import hypothesis
 import pytest
 
 from connectors.avro_codec import encode_single_object
 from connectors.avro_files import RawMessage, write_raw_messages
+from connectors.duckdb_sink import connect_writer
 from connectors.schema_store import SchemaStore
 from pipelines.model import (
     ActionEvent,
@@ -45,6 +48,17 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str]:
     status = run_demo(settings, scenario="roskomnadzor-twitter-2021", seed=2021, out=out)
     assert status == 0, out.getvalue()
     return settings, out.getvalue()
+
+
+@pytest.fixture
+def audit(demo: tuple[Settings, str], tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A writer on a copy of the seed audit database at `tmp_path / "audit.duckdb"`, for a
+    test that changes it; closed after the test."""
+    copy = tmp_path / "audit.duckdb"
+    shutil.copyfile(demo[0].database, copy)
+    con = connect_writer(copy)
+    yield con
+    con.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """bench.report merges runs: a later run's measured step replaces an earlier one's (measured
-or not run), rows name their run, and a ratio to another run's floor says so."""
+or not run), rows name their run, a ratio to another run's floor says so, and a step keeps
+the ratio to its own run's floor."""
 
 from __future__ import annotations
 
@@ -50,3 +51,14 @@ def test_runs_merge_by_size_and_step_and_rows_name_their_run() -> None:
     third = _run("bench.run --only floor", [_size(100, streaming={"skipped": "limit"})])
     again = {(r[0], r[1]): r for r in rows(merge([first, second, third]))}
     assert again[("100", "pipeline, streaming over Kafka")][3] == "20"
+
+
+def test_a_step_keeps_its_ratio_to_its_own_runs_floor() -> None:
+    first = _run(
+        "make bench",
+        [_size(100, floor={"seconds": 1.0, "rate": 100.0}, batch={"seconds": 2.0, "rate": 50.0})],
+    )
+    second = _run("bench.run --only floor", [_size(100, floor={"seconds": 0.5, "rate": 200.0})])
+    by_path = {r[1]: r for r in rows(merge([first, second]))}
+    assert by_path["floor: Kafka -> fastavro -> DuckDB (Arrow)"][3] == "200"
+    assert by_path["pipeline, batch over files"][4] == "0.500"

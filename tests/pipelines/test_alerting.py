@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import socket
 import subprocess
 from datetime import UTC, date, datetime, timedelta
@@ -30,15 +29,12 @@ SUICIDE = '{"authority": "Roskomnadzor", "category": "SUICIDE_PROMOTION", "platf
 
 
 @pytest.fixture
-def audit(demo: tuple[Settings, str], tmp_path: Path) -> duckdb.DuckDBPyConnection:
-    """A writable copy of the seed's batch database, alerts cleared (the load evaluated them)."""
-    copy = tmp_path / "audit.duckdb"
-    shutil.copyfile(demo[0].database, copy)
-    con = connect_writer(copy)
+def audit(audit: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """conftest's writable copy of the seed's batch database, alerts cleared (the load
+    evaluated them)."""
     for table in ("alerts", "alert_notifications", "alert_tracks", "alert_evaluations"):
-        con.execute(f"DELETE FROM {table}")
-    yield con
-    con.close()
+        audit.execute(f"DELETE FROM {table}")
+    return audit
 
 
 def _episodes(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, datetime, datetime | None]]:

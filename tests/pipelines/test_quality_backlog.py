@@ -6,7 +6,6 @@ midnight, time going back within a history, a transition of a request never land
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +17,6 @@ import pytest
 from connectors import duckdb_quality as dq
 from connectors.duckdb_sink import connect_writer
 from pipelines.quality import load_suites
-from pipelines.settings import Settings
 
 # The recount as the suite first wrote it: the macro itself, once per sample day (the same
 # sample days as the suite's query).
@@ -76,16 +74,6 @@ def _assert_same_recount(con: duckdb.DuckDBPyConnection) -> dict[Key, tuple[int,
     differing = {k: v for k, v in differing.items() if v[0] != v[1]}
     assert not differing, sorted(differing.items())[:5]
     return macro
-
-
-@pytest.fixture
-def audit(demo: tuple[Settings, str], tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    settings, _ = demo
-    copy = tmp_path / "audit.duckdb"
-    shutil.copy(settings.database, copy)
-    con = connect_writer(copy)
-    yield con
-    con.close()
 
 
 def test_the_recount_is_the_macros_on_the_seed_audit(audit: duckdb.DuckDBPyConnection) -> None:

@@ -5,8 +5,6 @@ failing streaming batch stops the snapshot at the last good state until a fix la
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +26,6 @@ from pipelines.settings import Settings
 @pytest.fixture(scope="module")
 def gate() -> QualityGate:
     return QualityGate.from_settings(Settings())
-
-
-@pytest.fixture
-def audit(demo: tuple[Settings, str], tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A writable copy of the seed audit database."""
-    settings, _ = demo
-    copy = tmp_path / "audit.duckdb"
-    shutil.copy(settings.database, copy)
-    con = connect_writer(copy)
-    yield con
-    con.close()
 
 
 def _one(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
