@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,7 +121,13 @@ def cmd_run_kafka(args: argparse.Namespace) -> int:
     )
     run = run_streaming(settings, prism, stop_at_end=args.stop_at_end)
     print(f"run {run} stopped", flush=True)
+    _ENDED_JOB.set()
     return 0
+
+
+# Set once a streaming job has landed everything and closed its database: the process then
+# ends without the interpreter's finalization (see `entry`).
+_ENDED_JOB = threading.Event()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -308,8 +316,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The console script (`removal-audit`): runs the command and exits with its status."""
-    sys.exit(main())
+    """The console script. After a streaming job, the runner's threads (gRPC, the SDK
+    harness) can still be inside native code when the interpreter finalizes; a daemon
+    thread caught there is unwound by force, which aborts the process ("FATAL: exception
+    not rethrown", as after a 1M-event replay) although every row had landed. Its work done
+    and its database closed, such a process exits at once. (The writer's threads are not the
+    cause: with them joined to the end before the database closes, the abort still came,
+    right after the runner's service was torn down at finalization.)"""
+    code = main()
+    if _ENDED_JOB.is_set():
+        names = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
+        logging.getLogger(__name__).debug("exiting past threads %s", names)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
