@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -43,11 +42,9 @@ from connectors.avro_codec import encode_single_object
 from connectors.duckdb_alerts import Notification
 from connectors.kafka_produce import CONNECTION_OPTIONS, Outgoing, produce
 from connectors.schema_store import SchemaStore
+from connectors.threads import join_patiently
 
 log = logging.getLogger(__name__)
-
-# While close waits for the delivery thread, it says so this often.
-_JOIN_WARN_EVERY_S = 30.0
 
 ALERTS_SUBJECT = "removal.alerts-value"
 KAFKA, WEBHOOK = "kafka", "webhook"
@@ -354,15 +351,8 @@ class DeliveryThread:
         which the writer closes next (duckdb/duckdb#13904)."""
         self._stop.set()
         self._wake.set()
-        started = time.monotonic()
-        self._thread.join(_JOIN_WARN_EVERY_S)
-        while self._thread.is_alive():
-            log.warning(
-                "closing alert delivery: waiting %.0f s so far for its thread to finish "
-                "delivering notifications (sinks: %s)",
-                time.monotonic() - started,
-                ", ".join(self._dispatcher.sinks),
-            )
-            self._thread.join(_JOIN_WARN_EVERY_S)
+        join_patiently(
+            self._thread, f"delivering notifications (sinks: {', '.join(self._dispatcher.sinks)})"
+        )
         self._round()
         self._dispatcher.close()

@@ -40,11 +40,9 @@ from connectors.alert_sinks import AlertDispatcher, DeliveryThread
 from connectors.duckdb_sink import AUDIT_TABLES
 from connectors.duckdb_stream_sink import LandingBatch, StreamSink
 from connectors.quarantine_topic import QuarantineForwarder, QuarantineTopicError
+from connectors.threads import join_patiently
 
 log = logging.getLogger(__name__)
-
-# While close waits for a thread, it says so this often.
-_JOIN_WARN_EVERY_S = 30.0
 
 
 class Pending(Protocol):
@@ -286,19 +284,14 @@ class SharedWriter:
         self._stop.set()
         with self._queue:
             self._queue.notify_all()
-        # Closing DuckDB while the thread is still inside it aborts the process at exit
+        # Closing DuckDB while the thread is still inside it can abort the process
         # (duckdb/duckdb#13904), so wait for it however long its landing takes. A thread
         # that failed has returned (its error is in _failure): the join ends at once.
-        started = time.monotonic()
-        self._thread.join(_JOIN_WARN_EVERY_S)
-        while self._thread.is_alive():
-            log.warning(
-                "closing the writer of %s: waiting %.0f s so far for its thread to finish "
-                "landing or publishing the snapshot before closing the database",
-                self.config.database,
-                time.monotonic() - started,
-            )
-            self._thread.join(_JOIN_WARN_EVERY_S)
+        join_patiently(
+            self._thread,
+            f"landing into {self.config.database} or publishing its snapshot, before the "
+            "database closes",
+        )
         try:
             if self._failure is None:
                 self.flush()
