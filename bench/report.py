@@ -106,6 +106,12 @@ def _cores(step: dict[str, Any] | None) -> str:
     return f"{sum(cpu.values()) / wall:.2f} ({parts})"
 
 
+def _unaccounted(step: dict[str, Any] | None) -> str:
+    """A step whose landed tables do not account for every message says so."""
+    missing = (step or {}).get("unaccounted")
+    return f" ({missing:,} messages unaccounted for)" if missing else ""
+
+
 def rows(results: dict[str, Any]) -> list[list[str]]:
     out: list[list[str]] = []
     for size in results["sizes"]:
@@ -137,7 +143,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                     f"{size['messages']:,}",
                     name,
                     seconds,
-                    _fmt_rate(rate)
+                    _fmt_rate(rate) + _unaccounted(step)
                     if not error
                     else (
                         f"not run ({error})"

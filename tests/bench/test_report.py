@@ -62,3 +62,28 @@ def test_a_step_keeps_its_ratio_to_its_own_runs_floor() -> None:
     by_path = {r[1]: r for r in rows(merge([first, second]))}
     assert by_path["floor: Kafka -> fastavro -> DuckDB (Arrow)"][3] == "200"
     assert by_path["pipeline, batch over files"][4] == "0.500"
+
+
+def test_a_step_that_loses_messages_says_so_in_its_row() -> None:
+    merged = merge(
+        [
+            _run(
+                "bench.run",
+                [
+                    _size(
+                        100,
+                        floor={"seconds": 1.0, "rate": 100.0},
+                        streaming={"seconds": 10.0, "rate": 10.0, "unaccounted": 3},
+                    ),
+                    _size(
+                        1000,
+                        floor={"seconds": 10.0, "rate": 100.0},
+                        streaming={"seconds": 50.0, "rate": 20.0, "unaccounted": 0},
+                    ),
+                ],
+            )
+        ]
+    )
+    streaming = [row for row in rows(merged) if row[1].startswith("pipeline, streaming")]
+    assert streaming[0][3] == "10 (3 messages unaccounted for)"
+    assert streaming[1][3] == "20"
