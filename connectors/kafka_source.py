@@ -381,7 +381,7 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):  # type: ignore[m
         moment = event_time(message, self._store)
         event_us = None if moment is None else epoch_micros(moment)
         limit_us = int((time.time() + self._settings.max_clock_skew_s) * _MICROS)
-        stamp, observed = element_stamp(event_us, arrival_us, limit_us, wm.current_watermark)
+        stamp, observed = element_stamp(event_us, limit_us, wm.current_watermark)
         if observed:
             wm.observe_event(stamp.micros)
         return TimestampedValue((origin, message), stamp)

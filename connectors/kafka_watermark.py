@@ -137,27 +137,27 @@ class EventTimeWatermark(WatermarkEstimator):  # type: ignore[misc]
 
 def element_stamp(
     event_us: int | None,
-    arrival_us: int | None,
     limit_us: int,
     watermark: Timestamp | Callable[[], Timestamp],
 ) -> tuple[Timestamp, bool]:
     """(timestamp of a read record, whether its event time moves the watermark).
 
-    A record is stamped with its event time; one without (undecodable) with its Kafka
-    arrival time; one with neither, or whose time lies beyond `limit_us` (now + the allowed
-    clock skew), with the partition's current watermark. Intake quarantines a record so far
-    ahead (TIMESTAMP_IN_FUTURE); stamped with that time it would not land before the
-    watermark got there: a stateful stage holds back elements stamped after its pending
-    timers (the landing stage always has its next daily tick pending), so a record dated
-    2100 would wait for 2100. Nor may it move the watermark: every later event would be late.
+    A record is stamped with its event time. One without (undecodable), or whose time lies
+    beyond `limit_us` (now + the allowed clock skew), is stamped with the partition's
+    current watermark, and does not move it: intake quarantines it, and its quarantine row
+    must land as soon as it is read. A stateful stage holds back elements stamped after its
+    pending timers (the landing stage always has its next daily tick pending), so a row
+    stamped later than the watermark waits for the watermark to get there: a record dated
+    2100 would wait for 2100, and one stamped with its Kafka arrival time waits, in a
+    replay of older events, until the end of the read (a bounded read) or until the
+    watermark catches up with the wall clock. Its arrival time is kept in the message.
+    Nor may a time beyond the limit move the watermark: every later event would be late.
 
     `watermark` may be given as a function, called only when needed: the partition's
     combined watermark is a lock and a scan of its peers, too dear for every record.
 
-    Example: element_stamp(None, 5, 10, Timestamp(micros=3)) == (Timestamp(micros=5), False)
+    Example: element_stamp(None, 10, Timestamp(micros=3)) == (Timestamp(micros=3), False)
     """
     if event_us is not None and event_us <= limit_us:
         return Timestamp(micros=event_us), True
-    if event_us is None and arrival_us is not None and arrival_us <= limit_us:
-        return Timestamp(micros=arrival_us), False
     return (watermark if isinstance(watermark, Timestamp) else watermark()), False

@@ -167,9 +167,9 @@ class LandFn(beam.DoFn):  # type: ignore[misc]
         self._buffer.add(kind, payload)
         if kind == EVENT and not self._ticks.ticked:
             # Ticks start at the first midnight after the earliest event seen before the
-            # first tick (events carry event time; quarantined garbage carries arrival
-            # time). Once ticking, a tick is never moved back: it could land behind the
-            # watermark.
+            # first tick (events carry their event time; other rows the watermark of when
+            # they were read, see connectors.kafka_watermark.element_stamp). Once ticking,
+            # a tick is never moved back: it could land behind the watermark.
             at = next_midnight(from_timestamp(Timestamp.of(stamp)))
             if self._ticks.next is None or at < self._ticks.next:
                 tick.set(to_timestamp(at))
