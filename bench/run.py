@@ -220,14 +220,13 @@ class Bench:
         idle = max(
             (rss for t, rss in result.measured.samples if t < result.first_commit_s), default=0
         )
-        account = result.account
-        unaccounted = workload.messages - sum(
-            account[k] for k in ("request_events", "action_events", "duplicates", "quarantined")
-        )
-        if unaccounted:
-            print(f"  streaming: {unaccounted:,} messages UNACCOUNTED FOR: {account}", flush=True)
+        if result.unaccounted:
+            print(
+                f"  streaming: {result.unaccounted:,} messages UNACCOUNTED FOR: {result.account}",
+                flush=True,
+            )
         return {
-            "unaccounted": unaccounted,
+            "unaccounted": result.unaccounted,
             "idle_rss": idle,
             "bytes_per_open_request": (result.measured.peak_rss - idle) / unresolved
             if unresolved

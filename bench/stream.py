@@ -90,7 +90,12 @@ def open_requests(database: Path) -> int:
     return int(_one_row(database, sql)[0])
 
 
+# The landed tables that account for a message: each is in exactly one of them.
+ACCOUNTED = ("request_events", "action_events", "duplicates", "quarantined")
+
+
 def landed_account(database: Path) -> dict[str, int]:
+    """Rows of each table in ACCOUNTED, and the requests the events make."""
     row = _one_row(
         database,
         "SELECT (SELECT count(*) FROM request_events), (SELECT count(*) FROM action_events),"
@@ -99,7 +104,7 @@ def landed_account(database: Path) -> dict[str, int]:
     )
     return dict(
         zip(
-            ("request_events", "action_events", "duplicates", "quarantined", "requests"),
+            (*ACCOUNTED, "requests"),
             map(int, row),
             strict=True,
         )
@@ -124,6 +129,11 @@ class ThroughputResult:
         """Messages per second between the first and the last landed batch."""
         span = self.last_commit_s - self.first_commit_s
         return self.messages / span if span > 0 else 0.0
+
+    @property
+    def unaccounted(self) -> int:
+        """Messages on the topics that no landed table accounts for (0 when all landed)."""
+        return self.messages - sum(self.account[k] for k in ACCOUNTED)
 
 
 def run_throughput(
