@@ -348,7 +348,7 @@ class DeliveryThread:
     def close(self) -> None:
         """Stop after one last round (what the final landing queued). Waits for a round in
         progress however long it takes: the thread uses the writer's DuckDB connection,
-        which the writer closes next (duckdb/duckdb#13904)."""
+        which the writer closes next (connectors.threads)."""
         self._stop.set()
         self._wake.set()
         join_patiently(

@@ -284,9 +284,9 @@ class SharedWriter:
         self._stop.set()
         with self._queue:
             self._queue.notify_all()
-        # Closing DuckDB while the thread is still inside it can abort the process
-        # (duckdb/duckdb#13904), so wait for it however long its landing takes. A thread
-        # that failed has returned (its error is in _failure): the join ends at once.
+        # The connection must not close while the thread is still inside it, so wait for
+        # it however long its landing takes (connectors.threads). A thread that failed
+        # has returned (its error is in _failure): the join ends at once.
         join_patiently(
             self._thread,
             f"landing into {self.config.database} or publishing its snapshot, before the "

@@ -1,8 +1,10 @@
 """Waiting for a worker thread that still holds a DuckDB connection.
 
-Closing DuckDB while another thread is inside it can abort the process
-(duckdb/duckdb#13904), so the writer and the alert delivery wait for their threads however
-long they take, and say so while they wait.
+A connection must not be closed while another thread is inside it, so the writer and the
+alert delivery wait for their threads however long they take, and say so while they wait.
+(A connection still held by a live thread at interpreter shutdown aborts the process,
+duckdb/duckdb#13904; after a streaming job the runner's threads can do the same, which is
+why `pipelines.cli.entry` ends such a process without finalization.)
 """
 
 from __future__ import annotations

@@ -121,13 +121,14 @@ def cmd_run_kafka(args: argparse.Namespace) -> int:
     )
     run = run_streaming(settings, prism, stop_at_end=args.stop_at_end)
     print(f"run {run} stopped", flush=True)
-    _ENDED_JOB.set()
+    global _ended_job
+    _ended_job = True
     return 0
 
 
 # Set once a streaming job has landed everything and closed its database: the process then
 # ends without the interpreter's finalization (see `entry`).
-_ENDED_JOB = threading.Event()
+_ended_job = False
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -324,7 +325,7 @@ def entry() -> None:
     cause: with them joined to the end before the database closes, the abort still came,
     right after the runner's service was torn down at finalization.)"""
     code = main()
-    if _ENDED_JOB.is_set():
+    if _ended_job:
         names = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
         logging.getLogger(__name__).debug("exiting past threads %s", names)
         sys.stdout.flush()
