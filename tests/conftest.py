@@ -51,12 +51,18 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str]:
 
 
 @pytest.fixture
-def audit(demo: tuple[Settings, str], tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A writer on a copy of the seed audit database at `tmp_path / "audit.duckdb"`, for a
-    test that changes it; closed after the test."""
+def audit_path(demo: tuple[Settings, str], tmp_path: Path) -> Path:
+    """A copy of the seed audit database, `tmp_path / "audit.duckdb"`, for a test that
+    changes it."""
     copy = tmp_path / "audit.duckdb"
     shutil.copyfile(demo[0].database, copy)
-    con = connect_writer(copy)
+    return copy
+
+
+@pytest.fixture
+def audit(audit_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A writer on `audit_path`; closed after the test."""
+    con = connect_writer(audit_path)
     yield con
     con.close()
 

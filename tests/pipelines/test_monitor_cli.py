@@ -26,19 +26,11 @@ from connectors.duckdb_metrics import AlertsFiring, LabelFigures, MetricsState, 
 from connectors.duckdb_sink import connect_writer
 from pipelines.cli import main
 from pipelines.metrics import SAMPLE_NAMES, AuditCollector, serve_metrics
-from pipelines.settings import Settings
 from tests.ports import free_port
 from tests.streaming_job import cli
 
 P = "removal_audit_"
 Samples = dict[str, list[tuple[dict[str, str], float]]]
-
-
-@pytest.fixture
-def audit(demo: tuple[Settings, str], tmp_path: Path) -> Path:
-    copy = tmp_path / "audit.duckdb"
-    shutil.copy(demo[0].database, copy)
-    return copy
 
 
 def samples(text: str) -> Samples:
@@ -110,9 +102,9 @@ class Monitor:
             self.process.wait()
 
 
-def test_monitor_serves_the_database_figures_read_only(audit: Path, tmp_path: Path) -> None:
-    before = fingerprint(audit)
-    monitor = Monitor(audit, tmp_path / "monitor.log", refresh=0.5)
+def test_monitor_serves_the_database_figures_read_only(audit_path: Path, tmp_path: Path) -> None:
+    before = fingerprint(audit_path)
+    monitor = Monitor(audit_path, tmp_path / "monitor.log", refresh=0.5)
     try:
         found = monitor.wait_for(P + "unresolved_requests")
         time.sleep(1.2)  # a couple of refreshes: reading again changes nothing
@@ -121,8 +113,8 @@ def test_monitor_serves_the_database_figures_read_only(audit: Path, tmp_path: Pa
     finally:
         monitor.kill()
     assert f"http://127.0.0.1:{monitor.port}/metrics" in monitor.log.read_text()
-    assert fingerprint(audit) == before
-    assert not audit.with_name(audit.name + ".wal").exists()
+    assert fingerprint(audit_path) == before
+    assert not audit_path.with_name(audit_path.name + ".wal").exists()
 
     horizon = "(SELECT horizon FROM data_horizon)"
     expected = {
@@ -142,19 +134,19 @@ def test_monitor_serves_the_database_figures_read_only(audit: Path, tmp_path: Pa
         "last_landed_timestamp_seconds": "SELECT epoch(max(loaded_at)) FROM load_ledger",
     }
     for name, sql in expected.items():
-        assert total(found, P + name) == pytest.approx(query(audit, sql)[0][0]), name
+        assert total(found, P + name) == pytest.approx(query(audit_path, sql)[0][0]), name
     assert total(found, P + "records_in_total") == 63_281
     overdue = f"SELECT category, count(*) FROM request_status_as_of({horizon}) WHERE status = "
-    for category, n in query(audit, overdue + "'OVERDUE' GROUP BY 1"):
+    for category, n in query(audit_path, overdue + "'OVERDUE' GROUP BY 1"):
         assert total(found, P + "backlog_requests", category=category, status="overdue") == n
     assert found[P + "build_info"] == [({"version": version("removal-audit")}, 1.0)]
 
 
 def test_a_missing_database_keeps_the_last_figures_and_a_replaced_one_is_picked_up(
-    audit: Path, tmp_path: Path
+    audit_path: Path, tmp_path: Path
 ) -> None:
     replacement = tmp_path / "next.duckdb"
-    shutil.copy(audit, replacement)
+    shutil.copy(audit_path, replacement)
     con = connect_writer(replacement)
     try:
         con.execute(
@@ -164,14 +156,14 @@ def test_a_missing_database_keeps_the_last_figures_and_a_replaced_one_is_picked_
         con.execute("DELETE FROM quarantine WHERE reason_code = 'TRUNCATED'")
     finally:
         con.close()
-    monitor = Monitor(audit, tmp_path / "monitor.log", refresh=0.3)
+    monitor = Monitor(audit_path, tmp_path / "monitor.log", refresh=0.3)
     try:
         first = monitor.wait_for(P + "batches_held")
         assert total(first, P + "batches_held") == 0
-        audit.unlink()
+        audit_path.unlink()
         time.sleep(1.0)
         assert scrape(monitor.port) == first  # logged, the last figures kept
-        replacement.replace(audit)
+        replacement.replace(audit_path)
         deadline = time.monotonic() + 10
         while total(found := scrape(monitor.port), P + "batches_held") == 0:
             assert time.monotonic() < deadline, monitor.log.read_text()
@@ -185,9 +177,9 @@ def test_a_missing_database_keeps_the_last_figures_and_a_replaced_one_is_picked_
 
 
 def test_once_as_of_prints_the_published_figures(
-    audit: Path, capsys: pytest.CaptureFixture[str]
+    audit_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status = main(["monitor", "--db", str(audit), "--once", "--as-of", "2021-03-01T00:00:00Z"])
+    status = main(["monitor", "--db", str(audit_path), "--once", "--as-of", "2021-03-01T00:00:00Z"])
     assert status == 0
     found = samples(capsys.readouterr().out)
     unresolved = P + "unresolved_requests"

@@ -98,7 +98,7 @@ def _land_events(con: duckdb.DuckDBPyConnection, rows: list[Row]) -> None:
 
 
 @pytest.fixture
-def audit(tmp_path: Path, store: SchemaStore) -> Audit:
+def quarantine_db(tmp_path: Path, store: SchemaStore) -> Audit:
     return Audit(tmp_path, store)
 
 
@@ -126,29 +126,34 @@ def table_rows(out: str) -> dict[str, list[str]]:
 
 
 def test_summary_counts_by_topic_and_reason_with_first_and_last_positions(
-    audit: Audit, capsys: pytest.CaptureFixture[str]
+    quarantine_db: Audit, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, out, _ = run(capsys, "summary", "--db", str(audit.db))
+    status, out, _ = run(capsys, "summary", "--db", str(quarantine_db.db))
     assert status == 0
     assert out.splitlines()[0] == "5 quarantined records, 0 of them on the quarantine topic"
     rows = {(cells[0], cells[1]): cells[2:] for cells in table_cells(out)}
     assert rows == {
         # Offsets compare as numbers: #9 comes before #10.
-        ("removal.requests", "TRUNCATED"): ["2", "0", *audit.truncated],
-        ("removal.requests", "TIMESTAMP_TOO_OLD"): ["3", "0", audit.too_old, audit.from_file],
+        ("removal.requests", "TRUNCATED"): ["2", "0", *quarantine_db.truncated],
+        ("removal.requests", "TIMESTAMP_TOO_OLD"): [
+            "3",
+            "0",
+            quarantine_db.too_old,
+            quarantine_db.from_file,
+        ],
     }
 
 
 def test_show_prints_every_field_the_bytes_and_what_intake_says_now(
-    audit: Audit, capsys: pytest.CaptureFixture[str]
+    quarantine_db: Audit, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, out, _ = run(capsys, "show", audit.too_old, "--db", str(audit.db))
+    status, out, _ = run(capsys, "show", quarantine_db.too_old, "--db", str(quarantine_db.db))
     assert status == 0
-    row = audit.rows[audit.too_old]
+    row = quarantine_db.rows[quarantine_db.too_old]
     fields = dict(
         (line[:14].strip(), line[15:]) for line in out.splitlines() if not line.startswith("  ")
     )
-    assert fields["quarantine_id"] == fields["source_ref"] == audit.too_old
+    assert fields["quarantine_id"] == fields["source_ref"] == quarantine_db.too_old
     assert fields["topic"] == "removal.requests"
     assert fields["reason_code"] == "TIMESTAMP_TOO_OLD"
     assert fields["message"] == row["message"] and "before 2021-06-01" in row["message"]
@@ -161,41 +166,48 @@ def test_show_prints_every_field_the_bytes_and_what_intake_says_now(
     dumped = out.split("raw_value")[1].splitlines()[1:]
     assert bytes.fromhex("".join(line[12:59] for line in dumped)) == row["raw_value"]
 
-    status, out, _ = run(capsys, "show", audit.truncated[0], "--db", str(audit.db))
+    status, out, _ = run(capsys, "show", quarantine_db.truncated[0], "--db", str(quarantine_db.db))
     assert status == 0
     assert re.search(r"^intake now +TRUNCATED: ", out, re.MULTILINE)
 
-    status, out, err = run(capsys, "show", "removal.requests/0#404", "--db", str(audit.db))
+    status, out, err = run(capsys, "show", "removal.requests/0#404", "--db", str(quarantine_db.db))
     assert status == 2 and out == "" and "no quarantined record" in err
 
 
 def test_replay_dry_run_judges_with_the_current_rules(
-    audit: Audit, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    quarantine_db: Audit, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Nothing listens on port 1: a dry run must not need the broker.
-    dry = ("replay", "--dry-run", "--db", str(audit.db), "--bootstrap-servers", "127.0.0.1:1")
-    target = f"{audit.prefix}removal.requests"
+    dry = (
+        "replay",
+        "--dry-run",
+        "--db",
+        str(quarantine_db.db),
+        "--bootstrap-servers",
+        "127.0.0.1:1",
+    )
+    target = f"{quarantine_db.prefix}removal.requests"
 
     # Under the rule that refused them, the old events are still refused.
     monkeypatch.setenv("REMOVAL_AUDIT_OLDEST_PLAUSIBLE", "2021-06-01T00:00:00Z")
-    status, out, _ = run(capsys, *dry, "--topic-prefix", audit.prefix)
+    status, out, _ = run(capsys, *dry, "--topic-prefix", quarantine_db.prefix)
     assert status == 0
-    assert table_rows(out)[audit.too_old][2] == "TIMESTAMP_TOO_OLD"
+    assert table_rows(out)[quarantine_db.too_old][2] == "TIMESTAMP_TOO_OLD"
     assert out.splitlines()[-1].startswith("dry run: 0 of 5 would be replayed, 5 still refused")
 
     # Today's rules (the defaults) accept them.
     monkeypatch.delenv("REMOVAL_AUDIT_OLDEST_PLAUSIBLE")
-    status, out, _ = run(capsys, *dry, "--topic-prefix", audit.prefix)
+    status, out, _ = run(capsys, *dry, "--topic-prefix", quarantine_db.prefix)
     assert status == 0
     rows = table_rows(out)
-    assert set(rows) == set(audit.rows)
-    assert rows[audit.too_old][1:4] == ["TIMESTAMP_TOO_OLD", "ACCEPTED", target]
-    for truncated in audit.truncated:
+    assert set(rows) == set(quarantine_db.rows)
+    assert rows[quarantine_db.too_old][1:4] == ["TIMESTAMP_TOO_OLD", "ACCEPTED", target]
+    for truncated in quarantine_db.truncated:
         assert rows[truncated][1:4] == ["TRUNCATED", "TRUNCATED", "-"]
-    assert rows[audit.landed][1:4] == ["TIMESTAMP_TOO_OLD", "ALREADY_LANDED", "-"]
-    assert f"already landed (from {target}/2#8)" in rows[audit.landed][4]
-    assert rows[audit.from_file][1:4] == ["TIMESTAMP_TOO_OLD", "ACCEPTED", "-"]
-    assert f"--include-files sends it to {target}" in rows[audit.from_file][4]
+    assert rows[quarantine_db.landed][1:4] == ["TIMESTAMP_TOO_OLD", "ALREADY_LANDED", "-"]
+    assert f"already landed (from {target}/2#8)" in rows[quarantine_db.landed][4]
+    assert rows[quarantine_db.from_file][1:4] == ["TIMESTAMP_TOO_OLD", "ACCEPTED", "-"]
+    assert f"--include-files sends it to {target}" in rows[quarantine_db.from_file][4]
     assert out.splitlines()[-1] == (
         "dry run: 1 of 5 would be replayed, 3 still refused; "
         "1 accepted but from a file, not sent; nothing produced"
@@ -203,12 +215,19 @@ def test_replay_dry_run_judges_with_the_current_rules(
 
     # Selection by reason or id (either); another prefix is named beside the source topic.
     status, out, _ = run(
-        capsys, *dry, "--reason", "TRUNCATED", "--id", audit.too_old, "--topic-prefix", "other."
+        capsys,
+        *dry,
+        "--reason",
+        "TRUNCATED",
+        "--id",
+        quarantine_db.too_old,
+        "--topic-prefix",
+        "other.",
     )
     rows = table_rows(out)
-    assert set(rows) == {audit.too_old, *audit.truncated}
-    assert rows[audit.too_old][3] == "other.removal.requests"
-    assert rows[audit.too_old][4].endswith(f"; read from {target}")
+    assert set(rows) == {quarantine_db.too_old, *quarantine_db.truncated}
+    assert rows[quarantine_db.too_old][3] == "other.removal.requests"
+    assert rows[quarantine_db.too_old][4].endswith(f"; read from {target}")
 
     status, _, err = run(capsys, *dry, "--id", "nowhere#1")
     assert status == 2 and "no quarantined record 'nowhere#1'" in err
@@ -216,26 +235,32 @@ def test_replay_dry_run_judges_with_the_current_rules(
 
 @pytest.mark.kafka
 def test_replay_sends_what_intake_now_accepts_back_to_its_source_topic(
-    audit: Audit, capsys: pytest.CaptureFixture[str], kafka_bootstrap: str, store: SchemaStore
+    quarantine_db: Audit,
+    capsys: pytest.CaptureFixture[str],
+    kafka_bootstrap: str,
+    store: SchemaStore,
 ) -> None:
     ensure_topics(
-        PublishSettings(kafka_bootstrap, topic_prefix=audit.prefix),
-        [audit.prefix + t for t in TOPICS],
+        PublishSettings(kafka_bootstrap, topic_prefix=quarantine_db.prefix),
+        [quarantine_db.prefix + t for t in TOPICS],
     )
-    kafka = ("--db", str(audit.db), "--bootstrap-servers", kafka_bootstrap)
-    status, out, err = run(capsys, "replay", *kafka, "--topic-prefix", audit.prefix)
+    kafka = ("--db", str(quarantine_db.db), "--bootstrap-servers", kafka_bootstrap)
+    status, out, err = run(capsys, "replay", *kafka, "--topic-prefix", quarantine_db.prefix)
     assert status == 0, err
     assert out.splitlines()[-1] == (
         "replayed 1 of 5 (header removal-audit.replay-of), 3 still refused; "
         "1 accepted but from a file, not sent"
     )
-    requests = audit.prefix + "removal.requests"
+    requests = quarantine_db.prefix + "removal.requests"
     (record,) = read_topic(kafka_bootstrap, requests)
-    row = audit.rows[audit.too_old]
+    row = quarantine_db.rows[quarantine_db.too_old]
     assert (record.key, record.value) == (row["raw_key"], row["raw_value"])
-    assert record.headers == [(HEADER_REPLAY_OF, audit.too_old.encode())]
-    assert table_rows(out)[audit.too_old][3] == f"{requests}/{record.partition}#{record.offset}"
-    assert read_topic(kafka_bootstrap, audit.prefix + "removal.actions") == []
+    assert record.headers == [(HEADER_REPLAY_OF, quarantine_db.too_old.encode())]
+    assert (
+        table_rows(out)[quarantine_db.too_old][3]
+        == f"{requests}/{record.partition}#{record.offset}"
+    )
+    assert read_topic(kafka_bootstrap, quarantine_db.prefix + "removal.actions") == []
     # What went back is what the streaming job will now accept.
     raw = RawMessage("removal.requests", record.key, record.value)
     assert isinstance(take_in(raw, SourceRef(requests, 0), store, TODAY), Accepted)
@@ -246,30 +271,30 @@ def test_replay_sends_what_intake_now_accepts_back_to_its_source_topic(
         "replay",
         *kafka,
         "--topic-prefix",
-        audit.prefix,
+        quarantine_db.prefix,
         "--include-files",
         "--id",
-        audit.from_file,
+        quarantine_db.from_file,
     )
     assert status == 0, err
     records = read_topic(kafka_bootstrap, requests)
     assert sorted(r.headers[0][1].decode() for r in records) == sorted(
-        [audit.too_old, audit.from_file]
+        [quarantine_db.too_old, quarantine_db.from_file]
     )
     replayed = next(r for r in records if r.headers == [(HEADER_REPLAY_OF, b"requests.avro#7")])
-    assert replayed.value == audit.rows[audit.from_file]["raw_value"]
+    assert replayed.value == quarantine_db.rows[quarantine_db.from_file]["raw_value"]
 
 
 @pytest.mark.kafka
 def test_replay_creates_no_topic_and_produces_nothing_when_one_is_missing(
-    audit: Audit, capsys: pytest.CaptureFixture[str], kafka_bootstrap: str
+    quarantine_db: Audit, capsys: pytest.CaptureFixture[str], kafka_bootstrap: str
 ) -> None:
     elsewhere = f"m{uuid.uuid4().hex[:8]}."
     status, out, err = run(
         capsys,
         "replay",
         "--db",
-        str(audit.db),
+        str(quarantine_db.db),
         "--bootstrap-servers",
         kafka_bootstrap,
         "--topic-prefix",
@@ -285,7 +310,7 @@ def test_replay_creates_no_topic_and_produces_nothing_when_one_is_missing(
 
 
 def test_a_database_its_writer_holds_points_to_the_snapshot(
-    audit: Audit, capsys: pytest.CaptureFixture[str]
+    quarantine_db: Audit, capsys: pytest.CaptureFixture[str]
 ) -> None:
     holder = subprocess.Popen(
         [
@@ -293,7 +318,7 @@ def test_a_database_its_writer_holds_points_to_the_snapshot(
             "-c",
             "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
             "sys.stdin.read()",
-            str(audit.db),
+            str(quarantine_db.db),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -301,9 +326,9 @@ def test_a_database_its_writer_holds_points_to_the_snapshot(
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
-        status, out, err = run(capsys, "summary", "--db", str(audit.db))
+        status, out, err = run(capsys, "summary", "--db", str(quarantine_db.db))
         assert status == 2 and out == ""
-        assert f"--db {audit.db.with_name('audit.snapshot.duckdb')}" in err
+        assert f"--db {quarantine_db.db.with_name('audit.snapshot.duckdb')}" in err
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
