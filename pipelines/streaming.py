@@ -6,10 +6,6 @@
          (landed events, on a restart) --^        |  duplicates, quarantine       +-> Land
                                                   +-------------------------------+
 
-Elements cross the stateful stages (lifecycles, landing) and Flattens as one batch per key
-per bundle (`pipelines.streaming_batches`): the per-element encoding there was more than
-half of the job's time.
-
 Exactly-once landing across restarts. Beam's state does not outlive the job on a local
 runner, so DuckDB is the durable state: each start (a "run") reads the partitions from the
 first offset no landed batch covers (`StreamSink.resume_offsets`) and rebuilds the keyed
