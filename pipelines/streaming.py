@@ -111,10 +111,27 @@ def build(
     messages = pipeline | "ReadKafka" >> ReadFromKafka(source)
     # One catalog for the source's event-time read and for intake (see KafkaSourceSettings).
     intake = messages | "DecodeAndValidate" >> DecodeAndValidate(rules, source.schemas_dir)
-    deliveries = _deliveries(pipeline, intake.accepted, plan.landed_events or {})
+    # Each branch is gathered per bundle before the branches meet (pipelines.streaming_batches).
+    deliveries = [
+        intake.accepted
+        | "FromKafka" >> beam.Map(lambda a: (a, False))
+        | "GatherFromKafka" >> GatherPerBundle(lambda _: "deliveries")
+    ]
+    for table, path in (plan.landed_events or {}).items():
+        deliveries.append(
+            pipeline
+            | f"ReadLanded_{table}" >> beam.io.ReadFromParquet(str(path))
+            | f"Landed_{table}" >> beam.Map(lambda row, t=table: landed_event(t, row))
+            | f"GatherLanded_{table}" >> GatherPerBundle(lambda _: "deliveries")
+        )
     dedupe = DedupeDeliveries()
     release = ReleaseLifecycles(policy, shards=shards, released_through=plan.released_through)
-    unique = deliveries | "Dedupe" >> dedupe
+    unique = (
+        deliveries
+        | "AllDeliveries" >> beam.Flatten()
+        | "Deliveries" >> beam.FlatMap(unbatch)
+        | "Dedupe" >> dedupe
+    )
     released = (
         unique.events | "Events" >> beam.Map(lambda a: a.event) | "ReleaseLifecycles" >> release
     )
@@ -129,26 +146,6 @@ def build(
         "Releases": released | "Releases" >> beam.Map(lambda r: (RELEASE, r)),
     } | "Land" >> land
     return [dedupe.stage_id, release.stage_id, land.stage_id]
-
-
-def _deliveries(pipeline: beam.Pipeline, accepted: Any, landed: Mapping[str, Path]) -> Any:
-    """(Accepted, landed) for dedupe: the source's, and on a restart the landed events.
-
-    On a first start there is nothing to flatten, so the source's stage goes on into dedupe
-    in one piece. On a restart each branch is gathered per bundle before the Flatten
-    (`pipelines.streaming_batches`)."""
-    from_kafka = accepted | "FromKafka" >> beam.Map(lambda a: (a, False))
-    if not landed:
-        return from_kafka
-    branches = [from_kafka | "GatherFromKafka" >> GatherPerBundle(lambda _: "deliveries")]
-    for table, path in landed.items():
-        branches.append(
-            pipeline
-            | f"ReadLanded_{table}" >> beam.io.ReadFromParquet(str(path))
-            | f"Landed_{table}" >> beam.Map(lambda row, t=table: landed_event(t, row))
-            | f"GatherLanded_{table}" >> GatherPerBundle(lambda _: "deliveries")
-        )
-    return branches | "AllDeliveries" >> beam.Flatten() | "Deliveries" >> beam.FlatMap(unbatch)
 
 
 def _event_item(accepted: Accepted) -> tuple[str, rows.Row]:
