@@ -54,14 +54,13 @@ from connectors.quarantine_topic import QuarantineForwarder, QuarantineTopicSett
 from connectors.schema_store import SchemaStore
 from connectors.stream_offsets import PartitionKey
 from pipelines import process_state, rows
-from pipelines.intake import Accepted, IntakeRules, Quarantined
+from pipelines.intake import Accepted, IntakeRules
 from pipelines.metrics import serve_metrics
 from pipelines.model import ActionEvent, RequestEvent
 from pipelines.monitoring import AlertMonitor, dispatcher_from_settings
 from pipelines.policy import SlaPolicy
 from pipelines.quality_gate import QualityGate
 from pipelines.settings import Settings
-from pipelines.streaming_batches import GatherPerBundle, unbatch
 from pipelines.streaming_dedupe import NEW_EVENTS, DedupeDeliveries
 from pipelines.streaming_land import DUPLICATE, EVENT, QUARANTINE, RELEASE, Land
 from pipelines.streaming_lifecycle import ReleaseLifecycles
@@ -111,49 +110,31 @@ def build(
     messages = pipeline | "ReadKafka" >> ReadFromKafka(source)
     # One catalog for the source's event-time read and for intake (see KafkaSourceSettings).
     intake = messages | "DecodeAndValidate" >> DecodeAndValidate(rules, source.schemas_dir)
-    # Each branch is gathered per bundle before the branches meet (pipelines.streaming_batches).
-    deliveries = [
-        intake.accepted
-        | "FromKafka" >> beam.Map(lambda a: (a, False))
-        | "GatherFromKafka" >> GatherPerBundle(lambda _: "deliveries")
-    ]
+    deliveries = [intake.accepted | "FromKafka" >> beam.Map(lambda a: (a, False))]
     for table, path in (plan.landed_events or {}).items():
         deliveries.append(
             pipeline
             | f"ReadLanded_{table}" >> beam.io.ReadFromParquet(str(path))
             | f"Landed_{table}" >> beam.Map(lambda row, t=table: landed_event(t, row))
-            | f"GatherLanded_{table}" >> GatherPerBundle(lambda _: "deliveries")
         )
     dedupe = DedupeDeliveries()
     release = ReleaseLifecycles(policy, shards=shards, released_through=plan.released_through)
-    unique = (
-        deliveries
-        | "AllDeliveries" >> beam.Flatten()
-        | "Deliveries" >> beam.FlatMap(unbatch)
-        | "Dedupe" >> dedupe
-    )
+    unique = deliveries | "AllDeliveries" >> beam.Flatten() | "Dedupe" >> dedupe
     released = (
         unique.events | "Events" >> beam.Map(lambda a: a.event) | "ReleaseLifecycles" >> release
     )
+    quarantined = (intake[QUARANTINE_TAG], unique[QUARANTINE_TAG]) | "AllQuarantine" >> (
+        beam.Flatten()
+    )
+    items = (
+        unique[NEW_EVENTS] | "EventRows" >> beam.Map(lambda a: (EVENT, rows.event_row(a))),
+        unique[DUPLICATES] | "DuplicateRows" >> beam.Map(lambda r: (DUPLICATE, r)),
+        quarantined | "QuarantineRows" >> beam.Map(lambda q: (QUARANTINE, rows.quarantine_row(q))),
+        released | "Releases" >> beam.Map(lambda r: (RELEASE, r)),
+    )
     land = Land(writer)
-    _ = {
-        "EventRows": unique[NEW_EVENTS] | "EventRows" >> beam.Map(_event_item),
-        "DuplicateRows": unique[DUPLICATES] | "DuplicateRows" >> beam.Map(lambda r: (DUPLICATE, r)),
-        "IntakeQuarantine": intake[QUARANTINE_TAG]
-        | "IntakeQuarantineRows" >> beam.Map(_quarantine_item),
-        "DedupeQuarantine": unique[QUARANTINE_TAG]
-        | "DedupeQuarantineRows" >> beam.Map(_quarantine_item),
-        "Releases": released | "Releases" >> beam.Map(lambda r: (RELEASE, r)),
-    } | "Land" >> land
+    _ = items | "AllRows" >> beam.Flatten() | "Land" >> land
     return [dedupe.stage_id, release.stage_id, land.stage_id]
-
-
-def _event_item(accepted: Accepted) -> tuple[str, rows.Row]:
-    return EVENT, rows.event_row(accepted)
-
-
-def _quarantine_item(quarantined: Quarantined) -> tuple[str, rows.Row]:
-    return QUARANTINE, rows.quarantine_row(quarantined)
 
 
 def plan_run(

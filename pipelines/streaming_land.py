@@ -2,9 +2,8 @@
 
 Everything the pipeline lands arrives here as `(kind, payload)`: new event rows,
 duplicate-delivery rows and quarantine rows (each traced to its source offset), and
-released request histories. All go to one key, gathered into one element per upstream
-bundle (`pipelines.streaming_batches`), so one bundle at a time lands; a bundle's rows are
-buffered and handed to the process's writer when the bundle finishes (or the
+released request histories. All go to one key, so one bundle at a time lands; a bundle's
+rows are buffered and handed to the process's writer when the bundle finishes (or the
 buffer fills), which lands them in micro-batches (`connectors.duckdb_stream_writer`), each
 with the source offsets it covers, in one transaction with its ledger row.
 
@@ -17,7 +16,6 @@ midnight is landed (`stream_runs.watermark`), and backlog_daily is materialised 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,7 +33,6 @@ from connectors.origin import SourceRef
 from connectors.stream_offsets import offset_runs, partition_of
 from pipelines import process_state, rows
 from pipelines.model import EPOCH
-from pipelines.streaming_batches import Batch, GatherPerBundle
 from pipelines.streaming_lifecycle import ReleasedLifecycle, from_timestamp, to_timestamp
 
 EVENT, DUPLICATE, QUARANTINE, RELEASE = "event", "duplicate", "quarantine", "release"
@@ -141,8 +138,7 @@ class _Ticks:
 
 
 class LandFn(beam.DoFn):  # type: ignore[misc]
-    """("land", Batch of ((kind, payload), timestamp)) -> nothing; lands micro-batches
-    through the shared writer."""
+    """("land", (kind, payload)) -> nothing; lands micro-batches through the shared writer."""
 
     TICK = TimerSpec("tick", TimeDomain.WATERMARK)
 
@@ -163,22 +159,23 @@ class LandFn(beam.DoFn):  # type: ignore[misc]
 
     def process(
         self,
-        element: tuple[str, Batch],
+        element: tuple[str, tuple[str, Any]],
+        stamp: Any = beam.DoFn.TimestampParam,
         tick: Any = beam.DoFn.TimerParam(TICK),
     ) -> None:
-        for (kind, payload), micros in element[1].items:
-            self._buffer.add(kind, payload)
-            if kind == EVENT and not self._ticks.ticked:
-                # Ticks start at the first midnight after the earliest event seen before the
-                # first tick (events carry their event time; other rows the watermark of
-                # when they were read, see connectors.kafka_watermark.element_stamp). Once
-                # ticking, a tick is never moved back: it could land behind the watermark.
-                at = next_midnight(from_timestamp(Timestamp(micros=micros)))
-                if self._ticks.next is None or at < self._ticks.next:
-                    tick.set(to_timestamp(at))
-                    self._ticks.next = at
-            if len(self._buffer) >= self._max_buffered:
-                self._flush()
+        kind, payload = element[1]
+        self._buffer.add(kind, payload)
+        if kind == EVENT and not self._ticks.ticked:
+            # Ticks start at the first midnight after the earliest event seen before the
+            # first tick (events carry their event time; other rows the watermark of when
+            # they were read, see connectors.kafka_watermark.element_stamp). Once ticking,
+            # a tick is never moved back: it could land behind the watermark.
+            at = next_midnight(from_timestamp(Timestamp.of(stamp)))
+            if self._ticks.next is None or at < self._ticks.next:
+                tick.set(to_timestamp(at))
+                self._ticks.next = at
+        if len(self._buffer) >= self._max_buffered:
+            self._flush()
 
     @on_timer(TICK)  # type: ignore[untyped-decorator]
     def on_tick(
@@ -209,23 +206,17 @@ class LandFn(beam.DoFn):  # type: ignore[misc]
 
 
 class Land(beam.PTransform):  # type: ignore[misc]
-    """{label: PCollection of (kind, payload)} -> landed in DuckDB (see module docstring).
-
-    Each branch is gathered per bundle before the branches meet (Prism runs a Flatten
-    itself, element by element)."""
+    """(kind, payload) elements -> landed in DuckDB (see module docstring)."""
 
     def __init__(self, config: WriterConfig) -> None:
         super().__init__()
         self._config = config
         self.stage_id = f"land-{uuid4().hex}"
 
-    def expand(self, branches: Mapping[str, Any]) -> Any:
-        gathered = [
-            items | f"Gather{label}" >> GatherPerBundle(lambda _: "land")
-            for label, items in branches.items()
-        ]
+    def expand(self, items: Any) -> Any:
         return (
-            gathered
-            | "AllRows" >> beam.Flatten()
+            items
+            | "OneWriter"
+            >> beam.Map(lambda item: ("land", item)).with_output_types(tuple[str, Any])
             | "LandBatches" >> beam.ParDo(LandFn(self._config, self.stage_id))
         )

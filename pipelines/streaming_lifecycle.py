@@ -38,7 +38,6 @@ from pipelines import process_state
 from pipelines.lifecycle import content_lifecycle
 from pipelines.model import EPOCH, ActionEvent, RequestEvent, RequestLifecycle, epoch_micros
 from pipelines.policy import SlaPolicy
-from pipelines.streaming_batches import Batch, GatherPerBundle
 
 Event = RequestEvent | ActionEvent
 ContentKey = tuple[str, str]
@@ -142,8 +141,7 @@ class LifecycleReleaser:
 
 
 class ReleaseLifecyclesFn(beam.DoFn):  # type: ignore[misc]
-    """(shard, Batch of events) -> ReleasedLifecycle whenever a request's final history
-    grows."""
+    """(shard, event) -> ReleasedLifecycle whenever a request's final history grows."""
 
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
 
@@ -160,17 +158,12 @@ class ReleaseLifecyclesFn(beam.DoFn):  # type: ignore[misc]
 
     def process(
         self,
-        element: tuple[str, Batch],
+        element: tuple[str, Event],
         release: Any = beam.DoFn.TimerParam(RELEASE),
     ) -> Iterator[ReleasedLifecycle]:
-        releases: list[ReleasedLifecycle] = []
-        arms: set[int] = set()
         with self._state.lock:
-            for event, _ in element[1].items:
-                found, more = self._state.add(event)
-                releases += found
-                arms.update(more)
-        self._set(release, sorted(arms))
+            releases, arms = self._state.add(element[1])
+        self._set(release, arms)
         yield from releases
 
     @on_timer(RELEASE)  # type: ignore[untyped-decorator]
@@ -208,7 +201,11 @@ class ReleaseLifecycles(beam.PTransform):  # type: ignore[misc]
         shards = self._shards
         return (
             events
-            | "BatchByShard" >> GatherPerBundle(lambda e: shard_of(e.content_key, shards))
+            # A typed keying step: Prism needs a KV coder in front of a stateful stage.
+            | "KeyByShard"
+            >> beam.Map(lambda e: (shard_of(e.content_key, shards), e)).with_output_types(
+                tuple[str, Any]
+            )
             | "ReleaseOnWatermark"
             >> beam.ParDo(ReleaseLifecyclesFn(self._policy, self.stage_id, self._horizon))
         )
