@@ -28,14 +28,26 @@ class QueryError(ValueError):
     """A canned query that does not exist or lacks a parameter."""
 
 
+_PIN_ATTEMPTS = 50  # links tried while snapshots are renamed over the path
+
+
 def _pin(database: Path) -> Path | None:
-    """A new hard link to `database`'s current file, beside it; None when it cannot be made."""
+    """A new hard link to `database`'s current file, beside it; None when it cannot be made.
+
+    A link made while the writer renames the next snapshot over the path can fail with
+    ENOENT although the path exists: it had found the previous copy, which the rename then
+    unlinked. That is retried (it finds the new copy); other failures (no write access to
+    the directory, a file system without hard links) give None."""
     link = database.with_name(f".{database.name}.reader-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        os.link(database, link)
-    except OSError:
-        return None
-    return link
+    for _ in range(_PIN_ATTEMPTS):
+        try:
+            os.link(database, link)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+        return link
+    return None
 
 
 def connect_auditor(database: Path) -> duckdb.DuckDBPyConnection:

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from connectors.duckdb_reader import QueryError, canned_queries, connect_auditor
+from connectors.duckdb_reader import QueryError, _pin, canned_queries, connect_auditor
 from connectors.duckdb_sink import connect_writer
 from pipelines.cli import main
 
@@ -151,3 +151,35 @@ def test_an_auditor_never_opens_half_of_one_snapshot_and_half_of_the_next(
         writer.join()
     assert counts <= {(1_000, 499_500), (200_000, 19_999_900_000)}
     assert not list(tmp_path.glob(".snapshot.duckdb.reader-*"))  # the pins are removed
+
+
+def test_a_pin_is_made_while_snapshots_are_renamed_over_the_path(tmp_path: Path) -> None:
+    """os.link fails with ENOENT when the copy it found is unlinked by the rename meanwhile
+    (about 1 link in 8 under this swapping); the pin must then be retried, not given up for
+    the bare path, which is what let the test above fail now and then."""
+    source = tmp_path / "copy"
+    source.write_bytes(bytes(100_000))
+    snapshot = tmp_path / "snapshot.duckdb"
+    shutil.copyfile(source, snapshot)
+    stop = threading.Event()
+
+    def publish() -> None:
+        while not stop.is_set():
+            tmp = tmp_path / ".snapshot.tmp"
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, snapshot)
+
+    writer = threading.Thread(target=publish)
+    writer.start()
+    missed = 0
+    try:
+        for _ in range(2_000):
+            pinned = _pin(snapshot)
+            if pinned is None:
+                missed += 1
+            else:
+                pinned.unlink()
+    finally:
+        stop.set()
+        writer.join()
+    assert missed == 0
