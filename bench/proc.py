@@ -120,6 +120,23 @@ class Measured:
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # by command name
     peak_rss_by_name: dict[str, int] = field(default_factory=dict)  # each command's own peak
 
+    def failure(self, what: str, tail: int = 2000) -> str:
+        """Why `what` failed: how it ended (a signal by name: SIGKILL from the kernel's
+        out-of-memory killer leaves no trace in the output), its peak RSS and the output's
+        tail.
+
+        Example: Measured(-9, 1.0, 2**30, "", []).failure("job").startswith(
+            "job was killed by SIGKILL")
+        """
+        if self.returncode < 0:
+            ended = f"was killed by {signal.Signals(-self.returncode).name}"
+        else:
+            ended = f"exited with status {self.returncode}"
+        return (
+            f"{what} {ended} after {self.seconds:.0f} s, peak RSS {self.peak_rss / 2**30:.2f} GiB; "
+            f"output ends:\n{self.output[-tail:]}"
+        )
+
 
 def run_measured(
     argv: Sequence[str],

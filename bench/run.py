@@ -68,7 +68,9 @@ def _step(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         result = run()
     except Exception as error:  # recorded in the table, the other steps still run
         print(f"  {name} FAILED: {error}", flush=True)
-        return {"error": str(error)[-500:]}
+        # The first line says how it ended (the report's table shows it); then the output.
+        ended, _, output = str(error).partition("\n")
+        return {"error": ended[:500], **({"output_tail": output[-500:]} if output else {})}
     print(f"  {name}: {json.dumps(result)}", flush=True)
     return result
 
@@ -162,7 +164,7 @@ class Bench:
         argv += ["--bootstrap", self.bootstrap, "--prefix", prefix]
         measured = run_measured(argv, log=work / "floor.log", timeout=self.args.budget)
         if measured.returncode:
-            raise RuntimeError(measured.output[-2000:])
+            raise RuntimeError(measured.failure("the floor"))
         result = _json_tail(measured.output)
         return {
             **result,
@@ -177,7 +179,7 @@ class Bench:
         argv = [self.python, "-m", "bench.components", "sql", "--db", str(work / "floor.duckdb")]
         measured = run_measured(argv, log=work / "sql.log", timeout=self.args.budget)
         if measured.returncode:
-            raise RuntimeError(measured.output[-2000:])
+            raise RuntimeError(measured.failure("the SQL alternative"))
         result = _json_tail(measured.output)
         return {**result, "process_s": measured.seconds, "peak_rss": measured.peak_rss}
 
@@ -192,7 +194,7 @@ class Bench:
             on_start=self.profiler(f"batch-{workload.events}"),
         )
         if measured.returncode:
-            raise RuntimeError(measured.output[-2000:])
+            raise RuntimeError(measured.failure("the batch job"))
         return {
             "seconds": measured.seconds,
             "rate": workload.messages / measured.seconds,
@@ -220,13 +222,20 @@ class Bench:
         idle = max(
             (rss for t, rss in result.measured.samples if t < result.first_commit_s), default=0
         )
+        kept = None
         if result.unaccounted:
+            # The database outlives the work directory, to find what is missing and why.
+            kept = OUT / f"unaccounted-{workload.events}-stream.duckdb"
+            shutil.copyfile(work / "stream.duckdb", kept)
             print(
-                f"  streaming: {result.unaccounted:,} messages UNACCOUNTED FOR: {result.account}",
+                f"  streaming: {result.unaccounted:,} messages UNACCOUNTED FOR: {result.account};"
+                f" offsets no landed batch covers: {result.gaps or 'none'}; database kept: {kept}",
                 flush=True,
             )
         return {
             "unaccounted": result.unaccounted,
+            "ledger_gaps": {f"{t}/{p}": runs for (t, p), runs in result.gaps.items()},
+            **({"kept_database": str(kept)} if kept else {}),
             "idle_rss": idle,
             "bytes_per_open_request": (result.measured.peak_rss - idle) / unresolved
             if unresolved

@@ -30,6 +30,7 @@ from bench.publish import publish_messages
 from bench.workload import Workload
 from connectors.duckdb_reader import connect_auditor
 from connectors.kafka_publish import PublishSettings, ensure_topics
+from connectors.stream_offsets import merge_runs
 from pipelines.intake import ACTIONS_TOPIC, REQUESTS_TOPIC
 
 TOPICS = (REQUESTS_TOPIC, ACTIONS_TOPIC)
@@ -70,6 +71,34 @@ def read_ledger(con: duckdb.DuckDBPyConnection) -> list[LedgerEntry]:
         LedgerEntry(b, c.timestamp(), t, p, f, last)
         for b, c, t, p, f, last in con.execute(LEDGER_SQL).fetchall()
     ]
+
+
+def ledger_gaps(
+    ledger: Sequence[LedgerEntry], ends: Mapping[tuple[str, int], int]
+) -> dict[tuple[str, int], list[tuple[int, int]]]:
+    """Offsets below each partition's end offset that no landed batch covers, as runs
+    (first, last), for the partitions that have any: where messages a job reported as
+    done were never landed. Empty when the ledger covers every offset; then a message
+    missing from the tables was lost after its batch was recorded.
+
+    Example: ledger_gaps([LedgerEntry("b", 0.0, "t", 0, 0, 4), LedgerEntry("c", 0.0, "t",
+    0, 7, 8)], {("t", 0): 12}) == {("t", 0): [(5, 6), (9, 11)]}
+    """
+    covered: dict[tuple[str, int], list[tuple[int, int]]] = {key: [] for key in ends}
+    for e in ledger:
+        covered.setdefault((e.topic, e.partition), []).append((e.first, e.last))
+    gaps: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for key, runs in covered.items():
+        position, missing = 0, []
+        for first, last in merge_runs(runs):
+            if first > position:
+                missing.append((position, first - 1))
+            position = max(position, last + 1)
+        if position < ends.get(key, 0):
+            missing.append((position, ends[key] - 1))
+        if missing:
+            gaps[key] = missing
+    return gaps
 
 
 def _one_row(database: Path, sql: str) -> Any:
@@ -118,6 +147,7 @@ class ThroughputResult:
     first_commit_s: float  # from launch to the first landed batch
     last_commit_s: float  # from launch to the last landed batch
     account: dict[str, int]
+    gaps: dict[tuple[str, int], list[tuple[int, int]]]  # offsets no landed batch covers
 
     @property
     def rate(self) -> float:
@@ -153,7 +183,7 @@ def run_throughput(
     launched = time.time()
     measured = run_measured(argv, log=workdir / "stream.log", timeout=timeout, on_start=on_start)
     if measured.returncode != 0:
-        raise RuntimeError(f"streaming job failed:\n{measured.output[-3000:]}")
+        raise RuntimeError(measured.failure("the streaming job", tail=3000))
     con = duckdb.connect(str(database), read_only=True)
     try:
         ledger = read_ledger(con)
@@ -166,6 +196,7 @@ def run_throughput(
         first_commit_s=min(commits) - launched,
         last_commit_s=max(commits) - launched,
         account=landed_account(database),
+        gaps=ledger_gaps(ledger, end_offsets(bootstrap, [prefix + t for t in TOPICS])),
     )
 
 
