@@ -75,11 +75,15 @@ def _step(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _keep_failed_logs(out: dict[str, Any], work: Path, events: int) -> None:
-    """A failed step's job logs outlive its work directory: bench/out/failed-<events>-*.log."""
+def _keep_failed(out: dict[str, Any], work: Path, events: int) -> None:
+    """A failed step's job logs outlive its work directory (bench/out/failed-<events>-*.log),
+    and so does a failed streaming job's database (what it landed, and its ledger)."""
     if any(isinstance(step, dict) and "error" in step for step in out.values()):
         for log in work.glob("*.log"):
             shutil.copyfile(log, OUT / f"failed-{events}-{log.name}")
+    database = work / "stream.duckdb"
+    if "error" in out.get("streaming", {}) and database.exists():
+        shutil.copyfile(database, OUT / f"failed-{events}-{database.name}")
 
 
 class Bench:
@@ -126,7 +130,7 @@ class Bench:
                     out[step] = {"skipped": f"above --limit {step}={self.args.limits[step]:,}"}
         finally:
             self.wait_for_profiles()
-            _keep_failed_logs(out, work, events)
+            _keep_failed(out, work, events)
             shutil.rmtree(work, ignore_errors=True)
         return out
 
