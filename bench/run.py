@@ -228,9 +228,10 @@ class Bench:
         )
         kept = None
         if result.unaccounted:
-            # The database outlives the work directory, to find what is missing and why.
+            # The database and the log outlive the work directory: what is missing, and why.
             kept = OUT / f"unaccounted-{workload.events}-stream.duckdb"
             shutil.copyfile(work / "stream.duckdb", kept)
+            shutil.copyfile(work / "stream.log", kept.with_suffix(".log"))
             print(
                 f"  streaming: {result.unaccounted:,} messages UNACCOUNTED FOR: {result.account};"
                 f" offsets no landed batch covers: {result.gaps or 'none'}; database kept: {kept}",
