@@ -4,6 +4,7 @@ validate, monitor, alerts."""
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import sys
@@ -323,11 +324,14 @@ def entry() -> None:
     not rethrown", as after a 1M-event replay) although every row had landed. Its work done
     and its database closed, such a process exits at once. (The writer's threads are not the
     cause: with them joined to the end before the database closes, the abort still came,
-    right after the runner's service was torn down at finalization.)"""
+    right after the runner's service was torn down at finalization.) The exit handlers run
+    first: one of them stops the runner's job server, Prism, which would otherwise outlive
+    the job."""
     code = main()
     if _ended_job:
         names = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
         logging.getLogger(__name__).debug("exiting past threads %s", names)
+        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
         logging.shutdown()

@@ -123,6 +123,22 @@ class StreamingJob:
         os.killpg(self.process.pid, signal.SIGTERM)
         return self.process.wait(timeout=120)
 
+    def terminate_alone(self, budget_s: float = 10.0) -> tuple[int, bool]:
+        """SIGTERM to the job's own process, not its group, as a service manager may send it:
+        (its exit code, whether anything it started still runs `budget_s` after it ended)."""
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=120)
+        deadline = time.monotonic() + budget_s
+        while True:
+            try:
+                os.killpg(self.process.pid, 0)  # its group (start_new_session): Prism's too
+            except ProcessLookupError:
+                return code, False
+            if time.monotonic() > deadline:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                return code, True
+            time.sleep(0.2)
+
     def kill(self) -> None:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=60)
