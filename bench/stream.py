@@ -37,9 +37,7 @@ TOPICS = (REQUESTS_TOPIC, ACTIONS_TOPIC)
 WARM_UP = 1_000  # messages sent before the measured ones
 
 LEDGER_SQL = (
-    "SELECT b.batch_id, b.committed_at, o.topic, o.partition, o.first, o.last "
-    "FROM batch_ledger b, unnest(from_json(b.offsets, "
-    '\'[{"topic":"VARCHAR","partition":"INTEGER","first":"BIGINT","last":"BIGINT"}]\')) AS u(o)'
+    "SELECT batch_id, committed_at, topic, partition, first, last FROM batch_ledger_offsets"
 )
 
 

@@ -74,7 +74,6 @@ _REPLACE_BY: dict[str, tuple[str, ...]] = {
 # Tables holding a request's history: replaced whole whenever the request is landed.
 _DERIVED_FROM_REQUEST = ("lifecycle_transitions", "sla_breaches")
 _RELEASES = "\x00releases"  # the releases' key among the staged relations
-_OFFSETS_TYPE = '[{"topic":"VARCHAR","partition":"INTEGER","first":"BIGINT","last":"BIGINT"}]'
 _START_TYPE = '[{"topic":"VARCHAR","partition":"INTEGER","offset":"BIGINT"}]'
 
 
@@ -231,9 +230,10 @@ class StreamSink:
         Example: {("removal.requests", 0): 1200, ("removal.actions", 0): 845}; a partition
         never landed is absent (the source starts it from its own reset policy)."""
         started: dict[PartitionKey, int] = {}
+        # UNNEST in the select list, not joined (see sql/views/065_batch_ledger_offsets.sql).
         for topic, partition, offset in self._con.execute(
-            "SELECT s.topic, s.partition, min(s.offset) FROM stream_runs, "
-            f"unnest(from_json(start_offsets, '{_START_TYPE}')) AS u(s) GROUP BY ALL"
+            "SELECT s.topic, s.partition, min(s.offset) FROM (SELECT unnest(from_json("
+            f"start_offsets, '{_START_TYPE}')) AS s FROM stream_runs) GROUP BY ALL"
         ).fetchall():
             started[(str(topic), int(partition))] = int(offset)
         resume: dict[PartitionKey, int] = {}
@@ -252,8 +252,7 @@ class StreamSink:
         """Every offset a landed batch covers, merged into runs per partition."""
         covered: dict[PartitionKey, list[Run]] = {}
         for topic, partition, first, last in self._con.execute(
-            "SELECT o.topic, o.partition, o.first, o.last FROM batch_ledger, "
-            f"unnest(from_json(offsets, '{_OFFSETS_TYPE}')) AS u(o)"
+            "SELECT topic, partition, first, last FROM batch_ledger_offsets"
         ).fetchall():
             covered.setdefault((str(topic), int(partition)), []).append((int(first), int(last)))
         return {key: merge_runs(runs) for key, runs in covered.items()}

@@ -180,9 +180,7 @@ def landed_runs(database: Path) -> dict[tuple[str, int], list[tuple[int, int]]]:
     con = duckdb.connect(str(database), read_only=True)
     try:
         rows = con.execute(
-            "SELECT o.topic, o.partition, o.first, o.last FROM batch_ledger, unnest(from_json("
-            'offsets, \'[{"topic":"VARCHAR","partition":"INTEGER","first":"BIGINT",'
-            '"last":"BIGINT"}]\')) AS u(o)'
+            "SELECT topic, partition, first, last FROM batch_ledger_offsets"
         ).fetchall()
     finally:
         con.close()

@@ -1,14 +1,11 @@
 -- View: stream_account. Grain: one row: the streaming path's record account. records_in is
--- the number of distinct source offsets the landed batches cover (batch_ledger, overlapping
--- runs merged); every one of them is a landed event, a duplicate delivery or a quarantined
--- record, so balanced = records_in = landed + duplicates + quarantined. (Batch loads have
--- theirs in record_account.)
+-- the number of distinct source offsets the landed batches cover (batch_ledger_offsets,
+-- overlapping runs merged); every one of them is a landed event, a duplicate delivery or a
+-- quarantined record, so balanced = records_in = landed + duplicates + quarantined. (Batch
+-- loads have theirs in record_account.)
 CREATE OR REPLACE VIEW stream_account AS
 WITH covered AS (
-    SELECT o.topic, o.partition, o.first, o.last
-    FROM batch_ledger,
-         unnest(from_json(offsets,
-             '[{"topic":"VARCHAR","partition":"INTEGER","first":"BIGINT","last":"BIGINT"}]')) AS u(o)
+    SELECT topic, partition, first, last FROM batch_ledger_offsets
 ), ordered AS (
     SELECT *, max(last) OVER (PARTITION BY topic, partition ORDER BY first, last
                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reached

@@ -374,6 +374,22 @@ def test_resume_offsets_stop_at_the_first_gap(tmp_path: Path) -> None:
         assert sink.landed_offsets() == {(REQUESTS, 0): ((0, 9),), (ACTIONS, 0): ((2, 6),)}
 
 
+def test_a_ledger_of_many_runs_is_read_in_bounded_memory(sink: StreamSink) -> None:
+    # One batch covering every other offset of 0..39,998: 20,000 runs, ~1.9 MB of JSON, as
+    # a replay's held rows land at its end. Joined against UNNEST, the ledger's JSON text
+    # was copied into each run (~37 GB here; a 1M replay was OOM-killed at 20 GB).
+    runs = [(n, n) for n in range(0, 40_000, 2)]
+    assert sink.write_batch(batch({(REQUESTS, 0): runs}))
+    assert rows_of(sink, "SELECT sum(length(offsets)) > 1_500_000 FROM batch_ledger") == [(True,)]
+    rows_of(sink, "SET memory_limit = '256MB'")
+    assert sink.landed_offsets() == {(REQUESTS, 0): tuple(runs)}
+    assert sink.resume_offsets() == {(REQUESTS, 0): 1}
+    assert rows_of(sink, "SELECT records_in FROM stream_account") == [(20_000,)]
+    assert rows_of(sink, "SELECT count(*), min(first), max(last) FROM batch_ledger_offsets") == [
+        (20_000, 0, 39_998)
+    ]
+
+
 def releases(*marks: tuple[int, datetime, int, int]) -> pa.Table:
     return pa.Table.from_pylist(
         [
