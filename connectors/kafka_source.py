@@ -10,7 +10,9 @@ partition's offset range. Partitions are the unit of parallelism: a range is nev
 at a fraction, only checkpointed (the remainder deferred), so one consumer reads each
 partition in order (manual `assign` + `seek`, no consumer group). Offsets are the
 checkpoint: a restart resumes from `start_offsets` (the DuckDB batch ledger's next
-offsets); the reader never commits offsets to Kafka.
+offsets); the reader never commits offsets to Kafka. A bounded read's range ends one
+offset past its last record, an end marker that carries the partition's last checkpoints
+(its watermark at +inf once the whole read is done: `_ReadPartitionFn._at_end_marker`).
 
 The payload is decoded here only to read its event time, so elements carry event time
 from the start: re-stamping them downstream could only move them behind the watermark. A
@@ -242,7 +244,11 @@ class _PartitionTracker(OffsetRestrictionTracker):  # type: ignore[misc]
 
 class _PartitionRestrictions(RestrictionProvider):  # type: ignore[misc]
     def initial_restriction(self, element: PartitionRead) -> OffsetRange:
-        return OffsetRange(element.start, UNBOUNDED_STOP if element.stop is None else element.stop)
+        # A bounded range ends one past its last record: that offset is the end marker,
+        # claimed only after the read has reported its end (`_ReadPartitionFn._at_end_marker`).
+        return OffsetRange(
+            element.start, UNBOUNDED_STOP if element.stop is None else element.stop + 1
+        )
 
     def create_tracker(self, restriction: OffsetRange) -> _PartitionTracker:
         return _PartitionTracker(restriction)
@@ -310,9 +316,12 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):  # type: ignore[m
         return self._process(element, tracker, wm)
 
     def _process(self, element: PartitionRead, tracker: Any, wm: Any) -> Iterator[TimestampedValue]:
-        if tracker.current_restriction().start >= tracker.current_restriction().stop:
-            wm.finish()  # an empty partition in a bounded read
+        restriction = tracker.current_restriction()
+        if element.stop is not None and restriction.start >= element.stop:
+            self._at_end_marker(element, tracker, wm)
             return
+        if restriction.start >= restriction.stop:
+            return  # an empty range: nothing to claim
         tp = TopicPartition(element.topic, element.partition)
         try:
             yield from self._read(element, tp, tracker, wm)
@@ -329,13 +338,16 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):  # type: ignore[m
         s = self._settings
         consumer = self._consumer_at(tp, tracker.current_restriction().start)
         started, read = time.monotonic(), 0
+        claimed: int | None = None  # the last offset claimed in this call
         while True:
             stop, position = tracker.current_restriction().stop, consumer.position(tp)
+            if element.stop is not None and position >= element.stop and stop > element.stop:
+                self._end_of_data(element, tp, tracker, wm, claimed)
+                return
             if position >= stop:
                 # Read up to the stop (its last offsets may hold no record: transaction
                 # markers, compaction): a failed claim of the stop ends the range.
                 tracker.try_claim(stop)
-                self._finish_if_at_end(element, stop, wm)
                 return
             records = consumer.poll(timeout_ms=s.poll_timeout_ms).get(tp, [])
             elapsed = time.monotonic() - started
@@ -354,9 +366,17 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):  # type: ignore[m
                     f"got {records[0].offset}; the log no longer holds what was read"
                 )
             for record in records:
+                if (
+                    element.stop is not None
+                    and record.offset >= element.stop
+                    and element.stop < stop
+                ):
+                    # Published after the read began: not this read's.
+                    self._end_of_data(element, tp, tracker, wm, claimed)
+                    return
                 if not tracker.try_claim(record.offset):
-                    self._finish_if_at_end(element, record.offset, wm)
-                    return  # past the stop, or the remainder was split off
+                    return  # past a checkpoint's stop, or the remainder was split off
+                claimed = record.offset
                 yield self._element(element, record, wm)
             read += len(records)
             if read >= s.max_records_per_read or time.monotonic() - started >= s.max_read_s:
@@ -364,11 +384,44 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):  # type: ignore[m
                 tracker.defer_remainder()
                 return
 
-    @staticmethod
-    def _finish_if_at_end(element: PartitionRead, position: int, wm: Any) -> None:
-        # Not at a checkpoint's stop, which is earlier: only the end of a bounded read.
-        if element.stop is not None and position >= element.stop:
-            wm.finish()
+    def _end_of_data(
+        self, element: PartitionRead, tp: TopicPartition, tracker: Any, wm: Any, claimed: int | None
+    ) -> None:
+        """Every record of a bounded read's partition is out: claim up to the end marker and
+        leave the marker to a checkpoint. The partition counts as finished from the marker's
+        call on, once this call's records are in the runner's hands."""
+        assert element.stop is not None
+        last = element.stop - 1
+        unclaimed = tracker.current_restriction().start if claimed is None else claimed + 1
+        # Offsets with no record (transaction markers, compaction) are claimed too, or the
+        # checkpoint below would leave them in the remainder, to be read again.
+        if unclaimed <= last and not tracker.try_claim(last):
+            return  # the remainder was split off
+        self._consumers.pop(tp).close()  # this call's consumer: nothing left to read
+        tracker.defer_remainder()
+
+    def _at_end_marker(self, element: PartitionRead, tracker: Any, wm: Any) -> None:
+        """The end marker of a bounded read (the offset after its last record, which no
+        record fills): checkpoint until every partition of the read is done, then once more
+        with the watermark at +inf, then finish.
+
+        Why: Prism keeps one output watermark estimate per SDF stage, the last finished
+        bundle's, and a refresh that finds the stage's input done can still take that
+        estimate over +inf (prism v2.77.0, `stageState.updateWatermarks`): the read's
+        watermark then stays at the estimate for good, with rows held downstream behind it
+        (seen in a 1M replay: Prism failed the job as stuck). The last checkpoint of every
+        partition reporting +inf leaves no estimate below it to stay at. The checkpoints
+        come after the data's own bundle is done, so no record is ever behind a watermark
+        its partition has already let through.
+        """
+        wm.finish()
+        if wm.end_reported():
+            tracker.try_claim(element.stop)
+        elif wm.read_finished():
+            wm.end()
+            tracker.defer_remainder()
+        else:
+            tracker.defer_remainder(Duration(seconds=self._settings.idle_resume_s))
 
     def _element(self, element: PartitionRead, record: Any, wm: Any) -> TimestampedValue:
         # Kafka's record time (ms; -1 for none) is kept as the arrival time.

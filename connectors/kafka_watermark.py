@@ -51,12 +51,14 @@ _PEERS = PeerWatermarks()
 
 class WatermarkState(NamedTuple):
     """What survives a checkpoint: the partition's own watermark, the largest event time
-    seen, when (wall clock, s) the last event was read or the read began, and the read."""
+    seen, when (wall clock, s) the last event was read or the read began, the read, and
+    whether the end of a bounded read (+inf) has been reported (`EventTimeWatermark.end`)."""
 
     watermark_us: int
     max_event_us: int | None
     last_event_wall_s: float
     read: PartitionRead
+    end_reported: bool = False
 
 
 class EventTimeWatermark(WatermarkEstimator):  # type: ignore[misc]
@@ -77,6 +79,10 @@ class EventTimeWatermark(WatermarkEstimator):  # type: ignore[misc]
     is never above this partition's own watermark, so runners that combine per-residual
     estimates (Flink, Dataflow) are unaffected, except that partitions processed elsewhere
     hold the estimate until `expiry_s` passes without news of them.
+
+    End: `finish()` puts the partition's own watermark at +inf for good (its peers stop
+    waiting for it); `read_finished()` says whether the whole read is done, and `end()`
+    marks the checkpoint that reports it (the source's end marker).
 
     `observe_timestamp` (Beam calls it for every output) does nothing: only decoded event
     times (`observe_event`) move the watermark.
@@ -112,7 +118,22 @@ class EventTimeWatermark(WatermarkEstimator):  # type: ignore[misc]
         self._caught_up = caught_up
 
     def finish(self) -> None:
+        """The partition has been read to its end: its own watermark is +inf from now on,
+        in this process's peer table and in every checkpoint after this one."""
+        self._state = self._state._replace(watermark_us=MAX_TIMESTAMP.micros)
         self._peers.finish(self._state.read, self._clock())
+
+    def read_finished(self) -> bool:
+        """Whether every partition of the read still counted (see `PeerWatermarks`) is done."""
+        return bool(self.current_watermark() >= MAX_TIMESTAMP)
+
+    def end(self) -> None:
+        """The next checkpoint reports +inf: call once `read_finished()`, then checkpoint
+        once more before the range is finished (see the source's end marker)."""
+        self._state = self._state._replace(end_reported=True)
+
+    def end_reported(self) -> bool:
+        return bool(self._state.end_reported)
 
     def own_watermark(self) -> int:
         s, now = self._state, self._clock()
