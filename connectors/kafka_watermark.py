@@ -25,6 +25,7 @@ class PeerWatermarks:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._reads: dict[str, dict[PartitionKey, tuple[int, float]]] = {}
+        self._heard: dict[str, set[PartitionKey]] = {}  # partitions read in this process
 
     def combine(self, read: PartitionRead, own_us: int, now: float, expiry_s: float) -> int:
         """Record `own_us` for `read`'s partition; return the min over the partitions of
@@ -35,15 +36,32 @@ class PeerWatermarks:
             for member in read.members:
                 known.setdefault(member, (MIN_TIMESTAMP.micros, now))
             known[key] = (own_us, now)
+            self._heard.setdefault(read.read_id, set()).add(key)
             return min(wm for k, (wm, at) in known.items() if k == key or now - at < expiry_s)
 
     def finish(self, read: PartitionRead, now: float) -> None:
         """`read`'s partition is done: it holds nothing back any more."""
+        key = (read.topic, read.partition)
         with self._lock:
-            self._reads.setdefault(read.read_id, {})[(read.topic, read.partition)] = (
-                MAX_TIMESTAMP.micros,
-                now,
-            )
+            self._reads.setdefault(read.read_id, {})[key] = (MAX_TIMESTAMP.micros, now)
+            self._heard.setdefault(read.read_id, set()).add(key)
+
+    def finished(self, read: PartitionRead, now: float, expiry_s: float) -> bool:
+        """Whether `read` is done as far as this process can tell: every partition read here
+        has finished, however long since it was last heard of (a partition the runner has
+        not scheduled for a while is still reading), and the others, never heard of here
+        (read elsewhere), stayed silent for `expiry_s` since this process first counted
+        them (`combine`)."""
+        with self._lock:
+            known = self._reads.get(read.read_id, {})
+            heard = self._heard.get(read.read_id, set())
+            for member in read.members:
+                wm, since = known.get(member, (MIN_TIMESTAMP.micros, now))
+                if member in heard and wm < MAX_TIMESTAMP.micros:
+                    return False
+                if member not in heard and now - since < expiry_s:
+                    return False
+            return True
 
 
 _PEERS = PeerWatermarks()
@@ -124,8 +142,12 @@ class EventTimeWatermark(WatermarkEstimator):  # type: ignore[misc]
         self._peers.finish(self._state.read, self._clock())
 
     def read_finished(self) -> bool:
-        """Whether every partition of the read still counted (see `PeerWatermarks`) is done."""
-        return bool(self.current_watermark() >= MAX_TIMESTAMP)
+        """Whether the whole read is done (`PeerWatermarks.finished`). Not the combined
+        watermark at +inf: that leaves out a partition not heard of for `expiry_s`, which
+        may only be waiting for the runner to schedule it, and +inf would then put
+        everything it reads next behind the watermark (two 1M replays lost their actions
+        partitions' tails that way, it seems)."""
+        return self._peers.finished(self._state.read, self._clock(), self._expiry_s)
 
     def end(self) -> None:
         """The next checkpoint reports +inf: call once `read_finished()`, then checkpoint

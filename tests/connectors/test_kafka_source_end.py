@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
-from apache_beam.utils.timestamp import MAX_TIMESTAMP, Duration, Timestamp
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
@@ -33,12 +33,14 @@ from connectors.kafka_source import (
     _ReadPartitionFn,
     list_partition_reads,
 )
+from connectors.kafka_watermark import EventTimeWatermark, PeerWatermarks, WatermarkState
 from connectors.schema_store import SchemaStore
 from tests.conftest import message, request
 
 REQUESTS = "removal.requests"
 RECORDS = {0: 23, 1: 4}  # records per partition when the read is listed
 CALL_LIMIT = 200
+S = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -152,3 +154,37 @@ def test_an_empty_partition_of_a_bounded_read_only_has_its_end_to_report() -> No
         (OffsetRange(7, 8), OffsetRange(7, 8), MAX_TIMESTAMP),
         (OffsetRange(7, 8), None, None),
     ]
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_read_is_done_only_once_every_partition_read_here_is_done() -> None:
+    clock, peers = _Clock(1_000.0), PeerWatermarks()
+    keys = tuple(("t", p) for p in range(3))
+
+    def estimator(partition: int) -> EventTimeWatermark:
+        read = PartitionRead("read-1", "t", REQUESTS, partition, 0, 10, keys)
+        state = WatermarkState(MIN_TIMESTAMP.micros, None, clock(), read)
+        return EventTimeWatermark(state, 10.0, 30.0, 60.0, clock, peers)
+
+    first, second = estimator(0), estimator(1)
+    first.observe_event(500 * S)
+    second.observe_event(400 * S)
+    assert first.current_watermark() == MIN_TIMESTAMP  # partition 2 not heard of yet
+    second.current_watermark()  # partition 1 is read here: a checkpoint reported it
+    first.finish()
+    assert not first.read_finished()
+    clock.now += 61
+    # Partition 2 was never heard of here (read elsewhere): after the expiry it no longer
+    # counts. Partition 1 was, and has been silent as long, as when the runner has not
+    # scheduled it for a minute: the read is not done until it finishes.
+    assert first.current_watermark() == MAX_TIMESTAMP  # the combined estimate leaves it out
+    assert not first.read_finished()
+    second.finish()
+    assert first.read_finished() and second.read_finished()
