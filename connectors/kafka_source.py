@@ -55,6 +55,7 @@ from pipelines.intake import ACTIONS_TOPIC, REQUESTS_TOPIC, SUBJECTS
 from pipelines.model import EPOCH, ActionEvent, RequestEvent, epoch_micros
 
 log = logging.getLogger(__name__)
+_WAIT_LOG_EVERY_S = 30.0
 
 UNBOUNDED_STOP = 2**63 - 1  # the stop of an unbounded range (Java's Long.MAX_VALUE)
 _MICROS = 1_000_000
@@ -293,6 +294,7 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):  # type: ignore[m
     def setup(self) -> None:
         self._store = SchemaStore.load(self._settings.schemas_dir)
         self._consumers: dict[TopicPartition, KafkaConsumer] = {}
+        self._wait_logged: dict[tuple[str, int], float] = {}  # end marker -> last log (s)
 
     def teardown(self) -> None:
         while self._consumers:
@@ -421,7 +423,23 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):  # type: ignore[m
             wm.end()
             tracker.defer_remainder()
         else:
+            self._log_wait(element, wm)
             tracker.defer_remainder(Duration(seconds=self._settings.idle_resume_s))
+
+    def _log_wait(self, element: PartitionRead, wm: Any) -> None:
+        # What a finished partition waits for, every 30 s: a peer silent for long is one
+        # the runner leaves unscheduled (or one read by another worker).
+        key, now = (element.topic, element.partition), time.monotonic()
+        if now - self._wait_logged.get(key, -_WAIT_LOG_EVERY_S) < _WAIT_LOG_EVERY_S:
+            return
+        self._wait_logged[key] = now
+        waiting = ", ".join(f"{t}/{p} (silent {s:.0f} s)" for (t, p), s in wm.unfinished_peers())
+        log.info(
+            "%s/%d is read to its end; the read waits for %s",
+            element.topic,
+            element.partition,
+            waiting or "partitions read elsewhere",
+        )
 
     def _element(self, element: PartitionRead, record: Any, wm: Any) -> TimestampedValue:
         # Kafka's record time (ms; -1 for none) is kept as the arrival time.

@@ -29,15 +29,24 @@ class PeerWatermarks:
 
     def combine(self, read: PartitionRead, own_us: int, now: float, expiry_s: float) -> int:
         """Record `own_us` for `read`'s partition; return the min over the partitions of
-        the read heard of within `expiry_s` (one never heard of counts as the minimum)."""
+        the read heard of within `expiry_s` (one never heard of counts as the minimum).
+
+        In a bounded read, a partition read in this process counts until it finishes,
+        however long it has been silent: the runner may only have left it unscheduled, and
+        leaving it out would let the estimate run ahead of what it reads next (to +inf once
+        its peers are done). A silent partition holds a bounded read back, which ends; an
+        unbounded one would be held for as long as the partition is read elsewhere.
+        """
         key = (read.topic, read.partition)
         with self._lock:
             known = self._reads.setdefault(read.read_id, {})
             for member in read.members:
                 known.setdefault(member, (MIN_TIMESTAMP.micros, now))
             known[key] = (own_us, now)
-            self._heard.setdefault(read.read_id, set()).add(key)
-            return min(wm for k, (wm, at) in known.items() if k == key or now - at < expiry_s)
+            heard = self._heard.setdefault(read.read_id, set())
+            heard.add(key)
+            kept = heard if read.stop is not None else {key}
+            return min(wm for k, (wm, at) in known.items() if k in kept or now - at < expiry_s)
 
     def finish(self, read: PartitionRead, now: float) -> None:
         """`read`'s partition is done: it holds nothing back any more."""
@@ -62,6 +71,18 @@ class PeerWatermarks:
                 if member not in heard and now - since < expiry_s:
                     return False
             return True
+
+    def unfinished(self, read: PartitionRead, now: float) -> list[tuple[PartitionKey, float]]:
+        """The partitions of `read` read in this process and not finished, each with the
+        seconds since it was last heard of: what a finished partition is waiting for."""
+        with self._lock:
+            known = self._reads.get(read.read_id, {})
+            return [
+                (k, now - at)
+                for k in sorted(self._heard.get(read.read_id, set()))
+                for wm, at in [known[k]]
+                if wm < MAX_TIMESTAMP.micros
+            ]
 
 
 _PEERS = PeerWatermarks()
@@ -148,6 +169,10 @@ class EventTimeWatermark(WatermarkEstimator):  # type: ignore[misc]
         everything it reads next behind the watermark (two 1M replays lost their actions
         partitions' tails that way, it seems)."""
         return self._peers.finished(self._state.read, self._clock(), self._expiry_s)
+
+    def unfinished_peers(self) -> list[tuple[PartitionKey, float]]:
+        """`PeerWatermarks.unfinished` for this partition's read."""
+        return self._peers.unfinished(self._state.read, self._clock())
 
     def end(self) -> None:
         """The next checkpoint reports +inf: call once `read_finished()`, then checkpoint

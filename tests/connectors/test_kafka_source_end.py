@@ -164,7 +164,7 @@ class _Clock:
         return self.now
 
 
-def test_the_read_is_done_only_once_every_partition_read_here_is_done() -> None:
+def test_a_bounded_read_waits_for_every_partition_read_here_however_silent() -> None:
     clock, peers = _Clock(1_000.0), PeerWatermarks()
     keys = tuple(("t", p) for p in range(3))
 
@@ -184,7 +184,12 @@ def test_the_read_is_done_only_once_every_partition_read_here_is_done() -> None:
     # Partition 2 was never heard of here (read elsewhere): after the expiry it no longer
     # counts. Partition 1 was, and has been silent as long, as when the runner has not
     # scheduled it for a minute: the read is not done until it finishes.
-    assert first.current_watermark() == MAX_TIMESTAMP  # the combined estimate leaves it out
+    # Nor does it leave the combined estimate: +inf here would put what partition 1 reads
+    # next behind the watermark.
+    assert first.current_watermark() == Timestamp(390)
     assert not first.read_finished()
+    assert first.unfinished_peers() == [(("t", 1), 61.0)]
     second.finish()
     assert first.read_finished() and second.read_finished()
+    assert first.current_watermark() == MAX_TIMESTAMP
+    assert first.unfinished_peers() == []
