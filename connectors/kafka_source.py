@@ -427,14 +427,18 @@ class _ReadPartitionFn(beam.DoFn, WatermarkEstimatorProvider):  # type: ignore[m
             tracker.defer_remainder(Duration(seconds=self._settings.idle_resume_s))
 
     def _log_wait(self, element: PartitionRead, wm: Any) -> None:
-        # What a finished partition waits for, every 30 s: a peer silent for long is one
-        # the runner leaves unscheduled (or one read by another worker).
+        # What a finished partition waits for, every 30 s; a warning once a peer has been
+        # silent for `peer_expiry_s`: the runner leaves it unscheduled, or another worker
+        # reads it (then only its end there lets this read end).
         key, now = (element.topic, element.partition), time.monotonic()
         if now - self._wait_logged.get(key, -_WAIT_LOG_EVERY_S) < _WAIT_LOG_EVERY_S:
             return
         self._wait_logged[key] = now
-        waiting = ", ".join(f"{t}/{p} (silent {s:.0f} s)" for (t, p), s in wm.unfinished_peers())
-        log.info(
+        peers = wm.unfinished_peers()
+        silent = max((s for _, s in peers), default=0.0) >= self._settings.peer_expiry_s
+        waiting = ", ".join(f"{t}/{p} (silent {s:.0f} s)" for (t, p), s in peers)
+        log.log(
+            logging.WARNING if silent else logging.INFO,
             "%s/%d is read to its end; the read waits for %s",
             element.topic,
             element.partition,

@@ -14,6 +14,7 @@ The partitions' calls are interleaved in turn.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ def _drive(fn: _ReadPartitionFn, reads: list[PartitionRead]) -> list[Call]:
 
 @pytest.mark.kafka
 def test_a_bounded_read_reports_its_end_once_every_partition_is_done(
-    kafka_bootstrap: str, store: SchemaStore
+    kafka_bootstrap: str, store: SchemaStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     prefix = f"e{uuid.uuid4().hex[:8]}."
     topic = prefix + REQUESTS
@@ -116,7 +117,8 @@ def test_a_bounded_read_reports_its_end_once_every_partition_is_done(
     fn = _ReadPartitionFn(settings)
     fn.setup()
     try:
-        calls = _drive(fn, reads)
+        with caplog.at_level(logging.INFO, logger="connectors.kafka_source"):
+            calls = _drive(fn, reads)
     finally:
         fn.teardown()
 
@@ -139,6 +141,11 @@ def test_a_bounded_read_reports_its_end_once_every_partition_is_done(
     assert waits[-1].residual == OffsetRange(RECORDS[1], RECORDS[1] + 1)
     assert waits[-1].watermark is not None and waits[-1].watermark < MAX_TIMESTAMP
     assert waits[-1].delay is not None and waits[-1].delay > Duration(seconds=0)
+    # And said what it waited for, once (every 30 s), not as a warning (silent < 60 s).
+    said = [r for r in caplog.records if "is read to its end" in r.getMessage()]
+    assert [(r.levelno, r.getMessage().split(" (silent")[0]) for r in said] == [
+        (logging.INFO, f"{topic}/1 is read to its end; the read waits for {topic}/0")
+    ]
 
 
 def test_an_empty_partition_of_a_bounded_read_only_has_its_end_to_report() -> None:
