@@ -31,7 +31,6 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import userstate
 from apache_beam.transforms.core import RestrictionProvider
@@ -45,6 +44,7 @@ from connectors.kafka_source import (
     _PartitionRestrictions,
     _ReadPartitionFn,
 )
+from pipelines.streaming import prism_options
 
 RANGES, OFFSETS, BRANCHES = 16, 6, 40
 RESUME_DELAY = Duration(seconds=0.001)
@@ -156,14 +156,7 @@ def run_once(prism: str, end_marker: bool) -> None:
         PartitionRead(read_id, "synthetic", "removal.requests", p, 0, OFFSETS, members)
         for p in range(RANGES)
     ]
-    options = PipelineOptions(
-        flags=[],
-        runner="PrismRunner",
-        prism_location=prism,
-        environment_type="LOOPBACK",
-        prism_log_level="warn",
-        streaming=True,
-    )
+    options = prism_options(prism)  # the streaming job's own options
     reader = _SyntheticRead if end_marker else _SyntheticReadNoMarker
     with beam.Pipeline(options=options) as pipeline:
         read = pipeline | beam.Create(reads) | "Read" >> beam.ParDo(reader(SETTINGS))
