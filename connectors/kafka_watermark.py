@@ -163,11 +163,14 @@ class EventTimeWatermark(WatermarkEstimator):  # type: ignore[misc]
         self._peers.finish(self._state.read, self._clock())
 
     def read_finished(self) -> bool:
-        """Whether the whole read is done (`PeerWatermarks.finished`). Not the combined
-        watermark at +inf: that leaves out a partition not heard of for `expiry_s`, which
-        may only be waiting for the runner to schedule it, and +inf would then put
-        everything it reads next behind the watermark (two 1M replays lost their actions
-        partitions' tails that way, it seems)."""
+        """Whether the whole read is done (`PeerWatermarks.finished`): every partition read
+        in this process has finished, however long it has been silent (it may only be
+        waiting for the runner to schedule it; +inf before it finishes would put everything
+        it reads next behind the watermark). In a bounded read the combined watermark
+        (`current_watermark`) keeps such partitions too. With peers off (`expiry_s` <= 0),
+        only finished partitions are heard of, so a partition counts the read as done once
+        it has finished itself: right where the runner combines per-residual estimates,
+        which is what turning peers off is for."""
         return self._peers.finished(self._state.read, self._clock(), self._expiry_s)
 
     def unfinished_peers(self) -> list[tuple[PartitionKey, float]]:
