@@ -331,10 +331,9 @@ def entry() -> None:
     if _ended_job:
         names = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
         logging.getLogger(__name__).debug("exiting past threads %s", names)
-        atexit._run_exitfuncs()
+        atexit._run_exitfuncs()  # logging's shutdown among them
         sys.stdout.flush()
         sys.stderr.flush()
-        logging.shutdown()
         os._exit(code)
     sys.exit(code)
 
