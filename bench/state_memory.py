@@ -54,12 +54,7 @@ def accepted_events(workload: Workload, store: SchemaStore, rules: IntakeRules) 
 def measure(workload: Workload) -> dict[str, Any]:
     settings = Settings()
     store = SchemaStore.load(settings.schemas_dir)
-    rules = IntakeRules(
-        now=None,
-        max_clock_skew_seconds=settings.max_clock_skew_seconds,
-        oldest_plausible=settings.oldest_plausible,
-        max_message_bytes=settings.max_message_bytes,
-    )
+    rules = IntakeRules.from_settings(settings)
     policy = SlaPolicy.load(default_sla=settings.default_sla)
     dedupe = Deliveries()
     releaser = LifecycleReleaser(policy)

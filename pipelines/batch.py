@@ -122,12 +122,7 @@ def run_batch(
     """Run the audit over `inputs` (raw-message Avro files) and land it in settings.database."""
     SchemaStore.load(settings.schemas_dir)  # a broken site catalog fails here, not in a worker
     policy = SlaPolicy.load(default_sla=settings.default_sla)
-    rules = IntakeRules(
-        now=now or datetime.now(UTC),
-        max_clock_skew_seconds=settings.max_clock_skew_seconds,
-        oldest_plausible=settings.oldest_plausible,
-        max_message_bytes=settings.max_message_bytes,
-    )
+    rules = IntakeRules.from_settings(settings, now=now or datetime.now(UTC))
     dispatcher = dispatcher_from_settings(settings, kafka=settings.kafka_alerts)
     monitor = AlertMonitor.from_settings(settings, dispatcher.sinks)  # a bad rules file: here
     gate = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from connectors.avro_codec import decode
 from connectors.avro_files import RawMessage
@@ -17,6 +18,9 @@ from connectors.origin import SourceRef
 from connectors.schema_store import SchemaStore
 from pipelines.model import ActionEvent, ActionType, RequestEvent, RequestEventType
 from pipelines.pickling import compact_pickle
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
 
 REQUESTS_TOPIC = "removal.requests"
 ACTIONS_TOPIC = "removal.actions"
@@ -68,6 +72,16 @@ class IntakeRules:
     max_clock_skew_seconds: int
     oldest_plausible: datetime
     max_message_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings, now: datetime | None = None) -> IntakeRules:
+        """The deployment's rules; `now` as above."""
+        return cls(
+            now=now,
+            max_clock_skew_seconds=settings.max_clock_skew_seconds,
+            oldest_plausible=settings.oldest_plausible,
+            max_message_bytes=settings.max_message_bytes,
+        )
 
 
 _REQUIRED_TEXT = {

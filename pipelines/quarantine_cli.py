@@ -226,12 +226,7 @@ def cmd_quarantine(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 2
     try:
         store = SchemaStore.load(settings.schemas_dir)
-        rules = IntakeRules(
-            now=None,
-            max_clock_skew_seconds=settings.max_clock_skew_seconds,
-            oldest_plausible=settings.oldest_plausible,
-            max_message_bytes=settings.max_message_bytes,
-        )
+        rules = IntakeRules.from_settings(settings)
 
         def verdict_of(record: QuarantineRecord) -> Verdict:
             return judge(record, store, rules, con)

@@ -191,12 +191,7 @@ def run_streaming(
     `stop` is set. Returns the run number."""
     SchemaStore.load(settings.schemas_dir)  # a broken site catalog fails here, not in a worker
     policy = SlaPolicy.load(default_sla=settings.default_sla)
-    rules = IntakeRules(
-        now=None,
-        max_clock_skew_seconds=settings.max_clock_skew_seconds,
-        oldest_plausible=settings.oldest_plausible,
-        max_message_bytes=settings.max_message_bytes,
-    )
+    rules = IntakeRules.from_settings(settings)
     with tempfile.TemporaryDirectory(
         prefix=".restart-", dir=settings.database.parent.resolve()
     ) as workdir:
