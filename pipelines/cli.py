@@ -19,6 +19,7 @@ from connectors.duckdb_reader import QueryError
 from connectors.errors import KafkaSourceError
 from connectors.schema_store import SchemaCatalogError
 from pipelines import alerts_cli, monitor_cli, quarantine_cli, validate_cli
+from pipelines.preflight import PreflightError
 from pipelines.settings import Settings
 from pipelines.validate_cli import ValidationUnavailable
 
@@ -34,20 +35,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _input_files(paths: Sequence[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted(path.glob("*.avro"))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"no such input file or directory: {path}")
-    if not files:
-        raise FileNotFoundError(
-            "no .avro input files found; create some with `removal-audit generate`"
-        )
-    return files
+def _input_files(paths: Sequence[Path], settings: Settings) -> list[Path]:
+    """The checked input files (pipelines.preflight): a wrong one fails here, in one line."""
+    from connectors.schema_store import SchemaStore
+    from pipelines.preflight import input_files
+
+    return input_files(paths, SchemaStore.load(settings.schemas_dir))
 
 
 def _parse_params(pairs: Sequence[str]) -> dict[str, str]:
@@ -138,8 +131,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.source == "kafka":
         return cmd_run_kafka(args)
+    from pipelines.preflight import check_database
+
     settings = _settings(args)
-    inputs = _input_files(args.inputs or [settings.data_dir])
+    inputs = _input_files(args.inputs or [settings.data_dir], settings)
+    check_database(settings.database)
     started = time.perf_counter()
     report = run_batch(inputs, settings)
     print(f"pipeline finished in {time.perf_counter() - started:.1f} s")
@@ -152,7 +148,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from connectors.schema_store import SchemaStore
 
     settings = _settings(args)
-    inputs = _input_files(args.inputs or [settings.data_dir])
+    inputs = _input_files(args.inputs or [settings.data_dir], settings)
     started = time.perf_counter()
     sent = publish(
         inputs,
@@ -305,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         KafkaSourceError,
         ValidationUnavailable,
         SchemaCatalogError,
+        PreflightError,
     ) as error:
         print(f"removal-audit: {error}", file=sys.stderr)
         return 2
