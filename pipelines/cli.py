@@ -20,6 +20,7 @@ from connectors.errors import KafkaSourceError
 from connectors.schema_store import SchemaCatalogError
 from pipelines import alerts_cli, monitor_cli, quarantine_cli, validate_cli
 from pipelines.preflight import PreflightError
+from pipelines.scenarios.scenario_file import UnknownScenario
 from pipelines.settings import Settings
 from pipelines.validate_cli import ValidationUnavailable
 
@@ -60,8 +61,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = generate(args.scenario, settings.data_dir, seed=args.seed)
     elapsed = time.perf_counter() - started
-    print(f"generated scenario {args.scenario} (seed {args.seed}) in {elapsed:.1f} s:")
-    print(f"  {result}")
+    where = result.requests_path.parent
+    print(f"generated scenario {args.scenario} (seed {args.seed}) in {elapsed:.1f} s, in {where}:")
+    for path, count in (
+        (result.requests_path, result.requests_messages),
+        (result.actions_path, result.actions_messages),
+    ):
+        print(f"  {path.name:16} {count:>9,} messages")
+    print(
+        f"  {result.valid_requests:,} request events, {result.valid_actions:,} action events, "
+        f"{result.duplicates:,} repeated deliveries, {result.malformed:,} malformed messages"
+    )
+    print(f"  the {len(result.checks)} published figures reproduced")
     return 0
 
 
@@ -302,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ValidationUnavailable,
         SchemaCatalogError,
         PreflightError,
+        UnknownScenario,
     ) as error:
         print(f"removal-audit: {error}", file=sys.stderr)
         return 2
@@ -314,8 +326,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
+# The exit status when stdout's reader went away early (`removal-audit alerts | head -1`):
+# 128 + SIGPIPE, what a shell reports for a tool the signal ended, so that a pipeline under
+# `set -o pipefail` sees the same as with `cat`. The command ends quietly: no traceback.
+EXIT_BROKEN_PIPE = 141
+
+
 def entry() -> None:
-    """The console script. After a streaming job, the runner's threads (gRPC, the SDK
+    """The console script. Output into a closed pipe ends the command with
+    EXIT_BROKEN_PIPE. After a streaming job, the runner's threads (gRPC, the SDK
     harness) can still be inside native code when the interpreter finalizes; a daemon
     thread caught there is unwound by force, which aborts the process ("FATAL: exception
     not rethrown", as after a 1M-event replay) although every row had landed. Its work done
@@ -324,7 +343,16 @@ def entry() -> None:
     right after the runner's service was torn down at finalization.) The exit handlers run
     first: one of them stops the runner's job server, Prism, which would otherwise outlive
     the job."""
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()  # what is still buffered may meet the closed pipe too
+    except BrokenPipeError:
+        # Whatever is left in the buffer goes nowhere: without this, the interpreter's
+        # final flush would fail again and print "Exception ignored ... BrokenPipeError".
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        code = EXIT_BROKEN_PIPE
     if _ended_job:
         names = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
         logging.getLogger(__name__).debug("exiting past threads %s", names)

@@ -91,7 +91,9 @@ def validate(
     note: str = "",
     out: TextIO = sys.stdout,
 ) -> int:
-    con = _connect(database, read_only)
+    # Listing the holds only reads: a writer's connection would apply the schema, and the
+    # file would change under whoever listed them.
+    con = _connect(database, read_only or holds)
     writable = not read_only
     try:
         if holds:
