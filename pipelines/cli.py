@@ -19,7 +19,7 @@ from connectors.duckdb_reader import QueryError
 from connectors.errors import KafkaSourceError
 from connectors.schema_store import SchemaCatalogError
 from pipelines import alerts_cli, monitor_cli, quarantine_cli, validate_cli
-from pipelines.preflight import PreflightError
+from pipelines.preflight import PreflightError, check_database
 from pipelines.scenarios.scenario_file import UnknownScenario
 from pipelines.settings import Settings
 from pipelines.validate_cli import ValidationUnavailable
@@ -118,6 +118,7 @@ def cmd_run_kafka(args: argparse.Namespace) -> int:
         if getattr(args, option, None) is not None:
             overrides[field] = getattr(args, option)
     settings = _settings(args).model_copy(update=overrides)
+    check_database(settings.database)
     prism = _prism_location(settings, args.prism_location)
     print(
         f"streaming from {settings.kafka_bootstrap_servers} into {settings.database} "
@@ -142,8 +143,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.source == "kafka":
         return cmd_run_kafka(args)
-    from pipelines.preflight import check_database
-
     settings = _settings(args)
     inputs = _input_files(args.inputs or [settings.data_dir], settings)
     check_database(settings.database)
@@ -208,7 +207,9 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.report import run_demo
 
-    return run_demo(_settings(args), scenario=args.scenario, seed=args.seed, out=sys.stdout)
+    settings = _settings(args)
+    check_database(settings.database)  # before generating and running, not after
+    return run_demo(settings, scenario=args.scenario, seed=args.seed, out=sys.stdout)
 
 
 def parser() -> argparse.ArgumentParser:

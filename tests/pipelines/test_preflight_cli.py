@@ -163,3 +163,24 @@ def test_the_database_probe_leaves_nothing_behind(tmp_path: Path) -> None:
 
     check_database(tmp_path / "new" / "deeper" / "audit.duckdb")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("run", "--source", "kafka", "--prism-location", "no-prism-here"),
+        ("demo", "--data-dir", "data"),
+    ],
+    ids=["streaming", "demo"],
+)
+def test_the_streaming_job_and_the_demo_check_the_database_first(
+    argv: tuple[str, ...],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "db").mkdir()
+    err = _refused(capsys, *argv, "--db", "db")
+    assert "database db is a directory" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]  # nothing generated
