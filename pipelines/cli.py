@@ -17,9 +17,9 @@ from typing import Any
 from connectors.duckdb_quality import BatchHeld
 from connectors.duckdb_reader import QueryError
 from connectors.errors import KafkaSourceError
-from connectors.schema_store import SchemaCatalogError
+from connectors.schema_store import SchemaCatalogError, SchemaStore
 from pipelines import alerts_cli, monitor_cli, quarantine_cli, validate_cli
-from pipelines.preflight import PreflightError, check_database
+from pipelines.preflight import PreflightError, check_database, input_files
 from pipelines.scenarios.scenario_file import UnknownScenario
 from pipelines.settings import Settings
 from pipelines.validate_cli import ValidationUnavailable
@@ -38,9 +38,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _input_files(paths: Sequence[Path], settings: Settings) -> list[Path]:
     """The checked input files (pipelines.preflight): a wrong one fails here, in one line."""
-    from connectors.schema_store import SchemaStore
-    from pipelines.preflight import input_files
-
     return input_files(paths, SchemaStore.load(settings.schemas_dir))
 
 
@@ -155,7 +152,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from connectors.kafka_publish import PublishSettings, publish
-    from connectors.schema_store import SchemaStore
 
     settings = _settings(args)
     inputs = _input_files(args.inputs or [settings.data_dir], settings)
