@@ -17,8 +17,10 @@ from typing import Any
 from connectors.duckdb_quality import BatchHeld
 from connectors.duckdb_reader import QueryError
 from connectors.errors import KafkaSourceError
-from connectors.schema_store import SchemaCatalogError
+from connectors.schema_store import SchemaCatalogError, SchemaStore
 from pipelines import alerts_cli, monitor_cli, quarantine_cli, validate_cli
+from pipelines.preflight import PreflightError, check_database, input_files
+from pipelines.scenarios.scenario_file import UnknownScenario
 from pipelines.settings import Settings
 from pipelines.validate_cli import ValidationUnavailable
 
@@ -34,20 +36,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _input_files(paths: Sequence[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted(path.glob("*.avro"))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"no such input file or directory: {path}")
-    if not files:
-        raise FileNotFoundError(
-            "no .avro input files found; create some with `removal-audit generate`"
-        )
-    return files
+def _input_files(paths: Sequence[Path], settings: Settings) -> list[Path]:
+    """The checked input files (pipelines.preflight): a wrong one fails here, in one line."""
+    return input_files(paths, SchemaStore.load(settings.schemas_dir))
 
 
 def _parse_params(pairs: Sequence[str]) -> dict[str, str]:
@@ -67,8 +58,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = generate(args.scenario, settings.data_dir, seed=args.seed)
     elapsed = time.perf_counter() - started
-    print(f"generated scenario {args.scenario} (seed {args.seed}) in {elapsed:.1f} s:")
-    print(f"  {result}")
+    where = result.requests_path.parent
+    print(f"generated scenario {args.scenario} (seed {args.seed}) in {elapsed:.1f} s, in {where}:")
+    for path, count in (
+        (result.requests_path, result.requests_messages),
+        (result.actions_path, result.actions_messages),
+    ):
+        print(f"  {path.name:16} {count:>9,} messages")
+    print(
+        f"  {result.valid_requests:,} request events, {result.valid_actions:,} action events, "
+        f"{result.duplicates:,} repeated deliveries, {result.malformed:,} malformed messages"
+    )
+    print(f"  the {len(result.checks)} published figures reproduced")
     return 0
 
 
@@ -114,6 +115,7 @@ def cmd_run_kafka(args: argparse.Namespace) -> int:
         if getattr(args, option, None) is not None:
             overrides[field] = getattr(args, option)
     settings = _settings(args).model_copy(update=overrides)
+    check_database(settings.database)
     prism = _prism_location(settings, args.prism_location)
     print(
         f"streaming from {settings.kafka_bootstrap_servers} into {settings.database} "
@@ -139,7 +141,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.source == "kafka":
         return cmd_run_kafka(args)
     settings = _settings(args)
-    inputs = _input_files(args.inputs or [settings.data_dir])
+    inputs = _input_files(args.inputs or [settings.data_dir], settings)
+    check_database(settings.database)
     started = time.perf_counter()
     report = run_batch(inputs, settings)
     print(f"pipeline finished in {time.perf_counter() - started:.1f} s")
@@ -149,10 +152,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from connectors.kafka_publish import PublishSettings, publish
-    from connectors.schema_store import SchemaStore
 
     settings = _settings(args)
-    inputs = _input_files(args.inputs or [settings.data_dir])
+    inputs = _input_files(args.inputs or [settings.data_dir], settings)
     started = time.perf_counter()
     sent = publish(
         inputs,
@@ -201,7 +203,9 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.report import run_demo
 
-    return run_demo(_settings(args), scenario=args.scenario, seed=args.seed, out=sys.stdout)
+    settings = _settings(args)
+    check_database(settings.database)  # before generating and running, not after
+    return run_demo(settings, scenario=args.scenario, seed=args.seed, out=sys.stdout)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -305,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         KafkaSourceError,
         ValidationUnavailable,
         SchemaCatalogError,
+        PreflightError,
+        UnknownScenario,
     ) as error:
         print(f"removal-audit: {error}", file=sys.stderr)
         return 2
@@ -317,8 +323,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
+# The exit status when stdout's reader went away early (`removal-audit alerts | head -1`):
+# 128 + SIGPIPE, what a shell reports for a tool the signal ended, so that a pipeline under
+# `set -o pipefail` sees the same as with `cat`. The command ends quietly: no traceback.
+EXIT_BROKEN_PIPE = 141
+
+
 def entry() -> None:
-    """The console script. After a streaming job, the runner's threads (gRPC, the SDK
+    """The console script. Output into a closed pipe ends the command with
+    EXIT_BROKEN_PIPE. After a streaming job, the runner's threads (gRPC, the SDK
     harness) can still be inside native code when the interpreter finalizes; a daemon
     thread caught there is unwound by force, which aborts the process ("FATAL: exception
     not rethrown", as after a 1M-event replay) although every row had landed. Its work done
@@ -327,7 +340,16 @@ def entry() -> None:
     right after the runner's service was torn down at finalization.) The exit handlers run
     first: one of them stops the runner's job server, Prism, which would otherwise outlive
     the job."""
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()  # what is still buffered may meet the closed pipe too
+    except BrokenPipeError:
+        # Whatever is left in the buffer goes nowhere: without this, the interpreter's
+        # final flush would fail again and print "Exception ignored ... BrokenPipeError".
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        code = EXIT_BROKEN_PIPE
     if _ended_job:
         names = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
         logging.getLogger(__name__).debug("exiting past threads %s", names)

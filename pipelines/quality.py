@@ -168,12 +168,12 @@ class SuiteRunner:
 
     def warm_up(self) -> None:
         """Import Great Expectations now (seconds), not at the first validation."""
-        import great_expectations  # noqa: F401
+        _import_great_expectations()
 
     def _prepare(self) -> None:
         if self._context is not None:
             return
-        import great_expectations as gx
+        gx = _import_great_expectations()
         from great_expectations.checkpoint.actions import UpdateDataDocsAction, ValidationAction
         from great_expectations.data_context.types.base import ProgressBarsConfig
         from great_expectations.expectations.expectation_configuration import (
@@ -281,3 +281,17 @@ def _plain(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(value)
+
+
+# The module whose logger says, at INFO, on every ephemeral context (every validation), that
+# it made a temporary directory for a Data Docs site this project never builds there.
+_GX_CHATTY_LOGGER = "great_expectations.data_context.types.base"
+
+
+def _import_great_expectations() -> Any:
+    """Great Expectations, imported (seconds, the first time), its chatty logger quietened.
+    The level is set after the import: importing that module sets its logger to INFO."""
+    import great_expectations as gx
+
+    logging.getLogger(_GX_CHATTY_LOGGER).setLevel(logging.WARNING)
+    return gx

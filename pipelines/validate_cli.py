@@ -69,11 +69,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _connect(database: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    if read_only:
-        return connect_auditor(database)
     try:
-        return connect_writer(database)
+        return connect_auditor(database) if read_only else connect_writer(database)
     except duckdb.IOException as error:
+        # A reader is refused only by a writer's lock; other errors say what they are.
+        if read_only and "Could not set lock" not in str(error):
+            raise
         raise ValidationUnavailable(
             f"{database} is in use by another process (a running streaming job?): validate "
             "its snapshot instead with --db SNAPSHOT --read-only"
@@ -91,7 +92,9 @@ def validate(
     note: str = "",
     out: TextIO = sys.stdout,
 ) -> int:
-    con = _connect(database, read_only)
+    # Listing the holds only reads: a writer's connection would apply the schema, and the
+    # file would change under whoever listed them.
+    con = _connect(database, read_only or holds)
     writable = not read_only
     try:
         if holds:

@@ -63,6 +63,7 @@ from pipelines.scenarios.scenario_file import (
     ContextNote,
     PublishedFigure,
     Scenario,
+    UnknownScenario,
     load_scenario,
     load_scenario_file,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "GeneratedScenario",
     "PublishedFigure",
     "Scenario",
+    "UnknownScenario",
     "evaluate_figures",
     "generate",
     "load_scenario",
@@ -101,6 +103,7 @@ ACTIONS_FILE = "actions.avro"
 class GeneratedScenario:
     """What `generate` wrote.
 
+    `requests_messages` / `actions_messages`: messages in each file, every kind counted;
     `valid_requests` / `valid_actions`: well-formed events written (each once; request
     events include withdrawals); `duplicates`: extra deliveries of those, both files;
     `malformed`: malformed messages, both files; `adjusted`: demands whose planned answer
@@ -111,6 +114,8 @@ class GeneratedScenario:
     seed: int
     requests_path: Path
     actions_path: Path
+    requests_messages: int
+    actions_messages: int
     valid_requests: int
     valid_actions: int
     duplicates: int
@@ -205,17 +210,20 @@ def generate(name: str, out_dir: Path, seed: int = 2021) -> GeneratedScenario:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
+    written: dict[str, int] = {}
     for box, file_name in ((request_box, REQUESTS_FILE), (action_box, ACTIONS_FILE)):
         path = out_dir / file_name
         # A fixed marker (fastavro would draw a random one) keeps the files byte-identical.
         sync_marker = random.Random(f"{name}/{seed}/{box.topic}").randbytes(16)
-        write_raw_messages(path, box.ordered(), store, sync_marker=sync_marker)
+        written[box.topic] = write_raw_messages(path, box.ordered(), store, sync_marker=sync_marker)
         paths[box.topic] = path
     return GeneratedScenario(
         scenario=name,
         seed=seed,
         requests_path=paths[REQUESTS_TOPIC],
         actions_path=paths[ACTIONS_TOPIC],
+        requests_messages=written[REQUESTS_TOPIC],
+        actions_messages=written[ACTIONS_TOPIC],
         valid_requests=len(requests),
         valid_actions=len(actions),
         duplicates=duplicates,

@@ -29,6 +29,10 @@ COMPARISONS = ("exactly", "more_than")
 ALL_CATEGORIES = "ALL"
 
 
+class UnknownScenario(ValueError):
+    """A scenario name not in SCENARIOS; the message lists the known ones."""
+
+
 class CalibrationError(RuntimeError):
     """The planned events do not reproduce a published figure."""
 
@@ -81,11 +85,11 @@ class Scenario:
 
 
 def load_scenario(name: str) -> Scenario:
-    """Parse the scenario file registered under `name` in SCENARIOS (KeyError if unknown)."""
-    try:
-        path = SCENARIOS[name]
-    except KeyError:
-        raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}") from None
+    """Parse the scenario file registered under `name` in SCENARIOS (UnknownScenario if
+    it is not there)."""
+    path = SCENARIOS.get(name)
+    if path is None:
+        raise UnknownScenario(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
     return load_scenario_file(path)
 
 

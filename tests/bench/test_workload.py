@@ -35,10 +35,10 @@ from connectors.avro_files import RawMessage, read_raw_messages, write_raw_messa
 from connectors.errors import ReasonCode
 from connectors.origin import SourceRef
 from connectors.schema_store import SchemaStore
-from pipelines.cli import _input_files
 from pipelines.intake import ACTIONS_TOPIC, REQUESTS_TOPIC, Accepted, IntakeRules, take_in
 from pipelines.model import ActionType, RequestEvent, RequestEventType
 from pipelines.policy import DEFAULT_RULE_ID, SlaPolicy
+from pipelines.preflight import input_files
 
 EVENTS = 2_000
 SEED = 6
@@ -105,7 +105,7 @@ def test_manifest_files_and_time_span(small: Workload, store: SchemaStore) -> No
     assert manifest["generator_version"] == workload_module.GENERATOR_VERSION
     assert sorted(p.name for p in small.files) == manifest["files"]
     assert [p.name for p in small.files] == ["actions-0000.avro", "requests-0000.avro"]
-    assert _input_files([small.directory]) == list(small.files)  # `removal-audit run DIR`
+    assert input_files([small.directory], store) == list(small.files)  # `removal-audit run DIR`
     topics = {m.topic for path, _, m in _read_all(small, store) if path.name.startswith("act")}
     assert topics == {ACTIONS_TOPIC}
     assert small.first_event_time >= cal.START

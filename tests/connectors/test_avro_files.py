@@ -18,6 +18,7 @@ from connectors.avro_files import (
     RawMessage,
     read_raw_messages,
     read_records,
+    scan_container,
     write_raw_messages,
     write_records,
 )
@@ -236,3 +237,20 @@ def test_file_of_another_subject_does_not_resolve(tmp_path: Path) -> None:
     write_records(path, ACTIONS, [action(0)], STORE)
     with pytest.raises(AvroFileError, match=r"does not resolve to removal\.requests-value v2"):
         list(read_records(path, REQUESTS, STORE))
+
+
+def test_scan_counts_records_and_finds_a_truncation_anywhere(tmp_path: Path) -> None:
+    path = tmp_path / "actions.avro"
+    records = [action(i) for i in range(3000)]
+    write_records(path, ACTIONS, records, STORE)
+    scan = scan_container(path)
+    assert (
+        scan.records == 3000 and scan.writer_schema["name"] == "removal_audit.events.PlatformAction"
+    )
+    data = path.read_bytes()
+    for cut in (len(data) - 1, len(data) // 2):  # the last sync marker short; mid-block
+        path.write_bytes(data[:cut])
+        with pytest.raises(
+            AvroFileError, match=r"actions\.avro: truncated or corrupt .* after record \d+"
+        ):
+            scan_container(path)
