@@ -247,3 +247,13 @@ def test_the_paths_duckdb_lets_a_connection_write_are_gone(database: Path) -> No
         with pytest.raises(duckdb.Error):
             con.execute(f"COPY (SELECT 1 AS x) TO '{path}'")
     assert sorted(p.name for p in database.parent.iterdir()) == ["audit.duckdb"]
+
+
+def test_fingerprint_counts_the_rows_in_the_wal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = tmp_path / "audit.duckdb"
+    subprocess.run([sys.executable, "-c", _WRITE_INTO_THE_WAL, str(database)], check=True)
+    assert main(["fingerprint", "--db", str(database)]) == 0
+    rows = {line.split()[0]: int(line.split()[1]) for line in capsys.readouterr().out.splitlines()}
+    assert rows == {"t": 1_000, "u": 1}
