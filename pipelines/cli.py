@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from connectors.duckdb_limits import QueryStopped
 from connectors.duckdb_quality import BatchHeld
 from connectors.duckdb_reader import QueryError
 from connectors.errors import KafkaSourceError
@@ -177,23 +178,29 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     from pipelines.sql_cli import run_sql_command
 
+    settings = _settings(args)
     return run_sql_command(
-        _settings(args).database,
+        settings.database,
         statement=args.statement,
         file=args.file,
         canned=args.canned,
         params=_parse_params(args.param),
         fmt=args.format,
+        limits=settings.auditor_limits,
     )
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
+    from connectors.duckdb_limits import enforced
     from connectors.duckdb_reader import connect_auditor
     from connectors.duckdb_sink import table_fingerprints
 
-    con = connect_auditor(_settings(args).database)
+    settings = _settings(args)
+    con = connect_auditor(settings.database, settings.auditor_limits)
     try:
-        for table, (rows, digest) in table_fingerprints(con).items():
+        with enforced(con, settings.auditor_limits):
+            fingerprints = table_fingerprints(con)
+        for table, (rows, digest) in fingerprints.items():
             print(f"{table:24} {rows:>9} {digest}")
     finally:
         con.close()
@@ -303,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BatchHeld as error:
         print(f"removal-audit: {error}", file=sys.stderr)
         return 3
+    except QueryStopped as error:  # an auditor's query past a limit of the session
+        print(f"removal-audit: {error}", file=sys.stderr)
+        return 1
     except (
         QueryError,
         FileNotFoundError,

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from connectors.duckdb_limits import AuditorLimits
 
 
 class Settings(BaseSettings):
@@ -135,6 +139,21 @@ class Settings(BaseSettings):
         description="Longest wait between retries of an undelivered notification "
         "(exponential backoff from 1 s).",
     )
+    auditor_memory_limit_mb: int = Field(
+        default=2048,
+        gt=0,
+        description="Memory one auditor session (`sql`, `fingerprint`) may use; a query "
+        "needing more spills to temporary files, then stops.",
+    )
+    auditor_temp_limit_mb: int = Field(
+        default=4096,
+        gt=0,
+        description="Temporary disk space one auditor session may spill to (in a private "
+        "directory of the system's temporary directory, removed afterwards).",
+    )
+    auditor_statement_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="An auditor's statement running longer is stopped."
+    )
     prism_location: Path | None = Field(
         default=None,
         description="Prism runner binary (default: build or reuse the cached one, "
@@ -146,6 +165,17 @@ class Settings(BaseSettings):
         if self.snapshot is not None:
             return self.snapshot
         return self.database.with_name(f"{self.database.stem}.snapshot.duckdb")
+
+    @property
+    def auditor_limits(self) -> AuditorLimits:
+        # Imported here: DuckDB is not loaded by the commands that never query it.
+        from connectors.duckdb_limits import AuditorLimits
+
+        return AuditorLimits(
+            memory_limit_mb=self.auditor_memory_limit_mb,
+            temp_limit_mb=self.auditor_temp_limit_mb,
+            statement_timeout_s=self.auditor_statement_timeout_seconds,
+        )
 
     @property
     def snapshot_every_s(self) -> float:

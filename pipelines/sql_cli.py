@@ -2,21 +2,24 @@
 
 Runs one statement given on the command line, a file, or a canned query of `sql/queries/`
 with `--param name=value`; with none of these, an interactive shell. The connection is
-`connectors.duckdb_reader.connect_auditor`: read-only, no external access.
+`connectors.duckdb_reader.connect_auditor`: read-only, no external access, every statement
+under the session's limits (memory, temporary space, time: `connectors.duckdb_limits`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import duckdb
 
+from connectors.duckdb_limits import AuditorLimits, QueryStopped
 from connectors.duckdb_reader import QueryError, canned_queries, connect_auditor, run_sql
 
 
@@ -58,7 +61,9 @@ def write_result(
     columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, out: TextIO
 ) -> None:
     if fmt == "csv":
-        writer = csv.writer(out)
+        # csv's default line end is "\r\n"; the rest of the output, and the tools it is
+        # piped to, use "\n".
+        writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows([[format_value(v) for v in row] for row in rows])
     elif fmt == "json":
@@ -66,6 +71,23 @@ def write_result(
             out.write(json.dumps(dict(zip(columns, row, strict=True)), default=format_value) + "\n")
     else:
         print_table(columns, rows, out)
+
+
+def read_sql_file(con: duckdb.DuckDBPyConnection, file: Path) -> str:
+    """The SQL text of `file`. Anything else (a directory, bytes that are not UTF-8, text
+    DuckDB cannot parse) is refused without a word of its content: the parser's message
+    would quote the first line of whatever file was named (`--file /etc/shadow`)."""
+    if file.is_dir():
+        raise QueryError(f"--file {file} is a directory, not a file of SQL")
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise QueryError(f"--file {file} is not UTF-8 text") from None
+    try:
+        con.extract_statements(text)
+    except duckdb.ParserException:
+        raise QueryError(f"--file {file} does not parse as SQL") from None
+    return text
 
 
 def run_sql_command(
@@ -76,52 +98,94 @@ def run_sql_command(
     canned: str | None,
     params: dict[str, str],
     fmt: str,
+    limits: AuditorLimits | None = None,
     out: TextIO | None = None,
 ) -> int:
     """The `sql` subcommand; returns the exit status. Writes to `out` (default: the
     current sys.stdout, looked up at call time)."""
     out = sys.stdout if out is None else out
+    limits = AuditorLimits() if limits is None else limits
     sources = [s for s in (statement, file, canned) if s is not None]
     if len(sources) > 1:
         raise QueryError("give one of: a statement, --file, --canned")
-    con = connect_auditor(database)
+    con = connect_auditor(database, limits)
     try:
         if canned is not None:
             queries = canned_queries()
             if canned not in queries:
                 raise QueryError(f"no canned query {canned!r}; known: {', '.join(sorted(queries))}")
             query = queries[canned]
-            columns, rows = run_sql(con, query.sql, query.bind(params))
+            columns, rows = run_sql(con, query.sql, query.bind(params), limits)
         elif file is not None or statement is not None:
-            text = file.read_text(encoding="utf-8") if file is not None else str(statement)
-            columns, rows = run_sql(con, text, params or None)
+            text = read_sql_file(con, file) if file is not None else str(statement)
+            columns, rows = run_sql(con, text, params or None, limits)
         else:
-            return shell(con, fmt, sys.stdin, out)
-        write_result(columns, rows, fmt, out)
-        return 0
+            return _to_reader(out, lambda: shell(con, fmt, sys.stdin, out, limits))
+
+        def written() -> int:
+            write_result(columns, rows, fmt, out)
+            return 0
+
+        return _to_reader(out, written)
     finally:
         con.close()
 
 
-def shell(con: duckdb.DuckDBPyConnection, fmt: str, stdin: TextIO, out: TextIO) -> int:
-    """A minimal SQL shell: statements end with ';'; `.tables`, `.queries`, `.quit`."""
+def _to_reader(out: TextIO, write: Callable[[], int]) -> int:
+    """`write()`'s status, or 1 when the reader of `out` stopped reading (`sql ... | head`).
+    The output is flushed here, so that no broken pipe surfaces at exit instead."""
+    try:
+        code = write()
+        out.flush()
+    except BrokenPipeError:
+        if out is sys.stdout:
+            # What is still buffered must not be flushed into the closed pipe at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return 1
+    return code
+
+
+def shell(
+    con: duckdb.DuckDBPyConnection,
+    fmt: str,
+    stdin: TextIO,
+    out: TextIO,
+    limits: AuditorLimits | None = None,
+) -> int:
+    """A minimal SQL shell: statements end with ';' (the last one may end with the input);
+    `.tables`, `.queries`, `.quit`. Returns 1 when reading a script (not a terminal) and a
+    statement of it failed, else 0."""
     interactive = stdin.isatty()
     if interactive:
         out.write("removal-audit sql (read-only). End statements with ';'. .help for help.\n")
     buffer: list[str] = []
+    failed = False
+
+    def execute(sql: str) -> None:
+        nonlocal failed
+        try:
+            write_result(*run_sql(con, sql, None, limits), fmt, out)
+        except (duckdb.Error, QueryStopped) as error:
+            out.write(f"error: {error}\n")
+            failed = True
+
     while True:
         if interactive:
             out.write("audit> " if not buffer else "  ...> ")
             out.flush()
         line = stdin.readline()
         if not line:
-            return 0
+            if "".join(buffer).strip():
+                execute("".join(buffer))
+            break
         stripped = line.strip()
         if not buffer and stripped.startswith("."):
             if stripped in (".quit", ".exit"):
-                return 0
+                break
             if stripped == ".tables":
-                write_result(*run_sql(con, "SHOW TABLES"), fmt, out)
+                execute("SHOW TABLES")
             elif stripped == ".queries":
                 for q in canned_queries().values():
                     out.write(f"{q.name}: {q.description}\n")
@@ -130,8 +194,6 @@ def shell(con: duckdb.DuckDBPyConnection, fmt: str, stdin: TextIO, out: TextIO) 
             continue
         buffer.append(line)
         if stripped.endswith(";"):
-            try:
-                write_result(*run_sql(con, "".join(buffer)), fmt, out)
-            except duckdb.Error as error:
-                out.write(f"error: {error}\n")
+            execute("".join(buffer))
             buffer.clear()
+    return 1 if failed and not interactive else 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -178,8 +180,80 @@ def test_a_pin_is_made_while_snapshots_are_renamed_over_the_path(tmp_path: Path)
             if pinned is None:
                 missed += 1
             else:
-                pinned.unlink()
+                shutil.rmtree(pinned.parent)  # the pin's private directory
     finally:
         stop.set()
         writer.join()
     assert missed == 0
+
+
+_WRITE_INTO_THE_WAL = """
+import os, sys, duckdb
+con = duckdb.connect(sys.argv[1])
+con.execute("SET checkpoint_threshold = '10GB'")
+con.execute("CREATE TABLE t AS SELECT 0 AS i")
+con.execute("CHECKPOINT")
+con.execute("INSERT INTO t SELECT range + 1 FROM range(999)")
+con.execute("CREATE TABLE u AS SELECT 1 AS j")
+os._exit(0)  # as a killed writer: no checkpoint at close, the commits stay in the WAL
+"""
+
+
+def test_an_auditor_sees_the_rows_committed_into_the_wal(tmp_path: Path) -> None:
+    database = tmp_path / "audit.duckdb"
+    subprocess.run([sys.executable, "-c", _WRITE_INTO_THE_WAL, str(database)], check=True)
+    wal = database.with_name("audit.duckdb.wal")
+    assert wal.stat().st_size > 0
+    size = database.stat().st_size
+    con = connect_auditor(database)
+    try:
+        assert con.execute("SELECT count(*), sum(i) FROM t").fetchone() == (1_000, 499_500)
+        assert con.execute("SELECT count(*) FROM u").fetchone() == (1,)
+    finally:
+        con.close()
+    assert wal.stat().st_size > 0 and database.stat().st_size == size  # read, not replayed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.duckdb", "audit.duckdb.wal"]
+
+
+def test_a_reader_killed_while_connecting_leaves_nothing_for_good(database: Path) -> None:
+    """What a reader makes beside the database lives only while it connects; one killed
+    meanwhile leaves it, and the next reader removes it (not a live reader's)."""
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = database.with_name(f".{database.name}.reader-{int(gone.stdout)}-0badc0de")
+    os.link(database, dead)
+    live = database.with_name(f".{database.name}.reader-{os.getpid()}-0000beef")
+    os.link(database, live)
+    connect_auditor(database).close()
+    assert not dead.exists()
+    assert live.exists()
+
+
+def test_the_paths_duckdb_lets_a_connection_write_are_gone(database: Path) -> None:
+    """With external access off, DuckDB still lets a connection write its database's own
+    paths (`<db>.wal`, `<db>.wal.recovery`, ...): a COPY there would leave files beside the
+    database, or a WAL the writer replays. The auditor's are the removed pins'."""
+    con = connect_auditor(database)
+    (listed,) = con.execute(
+        "SELECT value FROM duckdb_settings() WHERE name = 'allowed_paths'"
+    ).fetchone()
+    paths = listed.strip("[]").split(", ")
+    assert len(paths) >= 2
+    for path in paths:
+        with pytest.raises(duckdb.Error):
+            con.execute(f"COPY (SELECT 1 AS x) TO '{path}'")
+    assert sorted(p.name for p in database.parent.iterdir()) == ["audit.duckdb"]
+
+
+def test_fingerprint_counts_the_rows_in_the_wal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = tmp_path / "audit.duckdb"
+    subprocess.run([sys.executable, "-c", _WRITE_INTO_THE_WAL, str(database)], check=True)
+    assert main(["fingerprint", "--db", str(database)]) == 0
+    rows = {line.split()[0]: int(line.split()[1]) for line in capsys.readouterr().out.splitlines()}
+    assert rows == {"t": 1_000, "u": 1}
