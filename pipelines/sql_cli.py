@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -120,31 +119,13 @@ def run_sql_command(
             text = read_sql_file(con, file) if file is not None else str(statement)
             columns, rows = run_sql(con, text, params or None, limits)
         else:
-            return _to_reader(out, lambda: shell(con, fmt, sys.stdin, out, limits))
-
-        def written() -> int:
-            write_result(columns, rows, fmt, out)
-            return 0
-
-        return _to_reader(out, written)
+            return shell(con, fmt, sys.stdin, out, limits)
+        # A reader that stops reading (`sql ... | head`) is the console script's to handle
+        # (pipelines.cli.entry): quietly, with exit status 141.
+        write_result(columns, rows, fmt, out)
+        return 0
     finally:
         con.close()
-
-
-def _to_reader(out: TextIO, write: Callable[[], int]) -> int:
-    """`write()`'s status, or 1 when the reader of `out` stopped reading (`sql ... | head`).
-    The output is flushed here, so that no broken pipe surfaces at exit instead."""
-    try:
-        code = write()
-        out.flush()
-    except BrokenPipeError:
-        if out is sys.stdout:
-            # What is still buffered must not be flushed into the closed pipe at exit.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        return 1
-    return code
 
 
 def shell(
