@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import duckdb
 
 from connectors.duckdb_quality import BatchHeld, accepted
+from connectors.origin import file_sources
 from pipelines.resources import sql_dir
 
 # Tables a batch load replaces, in load order, each with the columns it is stored by.
@@ -107,8 +108,11 @@ def _file_digest(path: Path) -> str:
 
 
 def run_identity(inputs: Sequence[Path], policy_version: str) -> tuple[str, str]:
-    """(run_id, inputs JSON): the same files, policy and pipeline version give the same id."""
-    described = sorted(({"file": p.name, "sha256": _file_digest(p)} for p in inputs), key=str)
+    """(run_id, inputs JSON): the same files, policy and pipeline version give the same id.
+    Files are named as their records' positions name them (`origin.file_sources`)."""
+    described = [
+        {"file": name, "sha256": _file_digest(path)} for name, path in file_sources(inputs).items()
+    ]
     inputs_json = json.dumps(described, sort_keys=True)
     basis = json.dumps([inputs_json, policy_version, version("removal-audit")])
     return hashlib.sha256(basis.encode()).hexdigest()[:32], inputs_json

@@ -22,6 +22,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from connectors.alert_sinks import AlertDispatcher
 from connectors.beam_files import CHUNK_SIZE, MessageChunk, ReadMessageChunks
+from connectors.duckdb_quality import BatchHeld
 from connectors.duckdb_sink import LoadReport, connect_writer, land_batch
 from connectors.parquet_stage import WriteStagedRows
 from connectors.schema_store import SchemaStore
@@ -130,7 +131,9 @@ def run_batch(
         gate = QualityGate.from_settings(settings)
         gate.alert_sinks = dispatcher.sinks
     settings.database.parent.mkdir(parents=True, exist_ok=True)
+    created = not settings.database.exists()
     stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=settings.database.parent))
+    failed = True
     try:
         pipeline = beam.Pipeline(runner=batch_runner(), options=beam_options(settings))
         build(pipeline, inputs, stage, policy, rules, settings.schemas_dir)
@@ -138,20 +141,35 @@ def run_batch(
         result.wait_until_finish()
         counters = result.metrics().query(MetricsFilter().with_name(RECORDS_IN))["counters"]
         records_in = sum(c.committed for c in counters)
-        return land_batch(
-            settings.database,
-            stage,
-            inputs=inputs,
-            records_in=records_in,
-            policy_version=policy.version,
-            policy_rows=policy.rows(),
-            gate=gate,
-            alerts=monitor,
-        )
+        try:
+            report = land_batch(
+                settings.database,
+                stage,
+                inputs=inputs,
+                records_in=records_in,
+                policy_version=policy.version,
+                policy_rows=policy.rows(),
+                gate=gate,
+                alerts=monitor,
+            )
+        except BatchHeld:
+            failed = False  # the hold is committed: `validate --accept` needs it
+            raise
+        failed = False
+        return report
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-        if dispatcher.sinks:  # also after a held load: its BatchHeld alert
+        if failed and created:
+            remove_database(settings.database)
+        elif dispatcher.sinks:  # also after a held load: its BatchHeld alert
             _deliver(settings.database, dispatcher)
+
+
+def remove_database(database: Path) -> None:
+    """Remove a database file and its write-ahead log: a run that created it and failed
+    before committing leaves nothing that looks like an audit."""
+    for path in (database, database.with_name(database.name + ".wal")):
+        path.unlink(missing_ok=True)
 
 
 def _deliver(database: Path, dispatcher: AlertDispatcher) -> None:
