@@ -133,7 +133,7 @@ _ended_job = False
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines.batch import run_batch
+    from pipelines.batch import run_batch, terminate_as_exit
     from pipelines.report import print_account
 
     if args.source == "kafka":
@@ -141,7 +141,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     inputs = _input_files(args.inputs or [settings.data_dir])
     started = time.perf_counter()
-    report = run_batch(inputs, settings)
+    with terminate_as_exit():  # a stopped run cleans up after itself
+        report = run_batch(inputs, settings)
     print(f"pipeline finished in {time.perf_counter() - started:.1f} s")
     print_account(report, sys.stdout)
     return 0

@@ -5,6 +5,7 @@ not. Real Avro files, the real local runner, real DuckDB files; a signalled run 
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -134,3 +135,33 @@ def test_a_run_interrupted_while_landing_leaves_no_database(
     assert code != 0 and "KeyboardInterrupt" in log, log  # before it committed
     assert not database.exists(), log
     assert not database.with_name("audit.duckdb.wal").exists(), log
+
+
+def test_a_run_removes_the_stages_of_dead_runs_only(
+    tmp_path: Path, store: SchemaStore, write_files: WriteFiles
+) -> None:
+    inputs = _two_directories(tmp_path / "in", store, write_files)
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # reaped: its process id names no running process
+    dead = tmp_path / f".stage-{ended.pid}-x1"
+    live = tmp_path / f".stage-{os.getpid()}-x2"  # this test's: a concurrent run's stage
+    for stage in (dead, live):
+        (stage / "quarantine-00000.parquet").parent.mkdir()
+        (stage / "quarantine-00000.parquet").write_bytes(b"raw bytes of a quarantined record")
+    run_batch(inputs, Settings(database=tmp_path / "audit.duckdb"), now=NOW)
+    assert sorted(p.name for p in tmp_path.glob(".stage-*")) == [live.name]
+
+
+def test_a_terminated_run_leaves_no_stage_and_no_database(
+    tmp_path: Path, store: SchemaStore, write_files: WriteFiles
+) -> None:
+    _two_directories(tmp_path / "in", store, write_files)
+    database = tmp_path / "db" / "audit.duckdb"
+    inputs = [tmp_path / "in" / "a", tmp_path / "in" / "b"]
+
+    def staged() -> bool:
+        return database.parent.is_dir() and any(database.parent.glob(".stage-*/*"))
+
+    code, log = _signalled_run(tmp_path, inputs, database, signal.SIGTERM, staged)
+    assert code == 128 + signal.SIGTERM, log
+    assert list(database.parent.iterdir()) == [], log
