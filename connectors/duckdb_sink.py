@@ -36,6 +36,21 @@ AUDIT_TABLES: dict[str, str] = {
 }
 
 
+# Columns that say when (wall clock) or under which random id a run wrote a row, by table:
+# two runs of the same audit differ in these only, so fingerprints leave them out.
+RUN_CLOCK_COLUMNS: dict[str, tuple[str, ...]] = {
+    "alerts": ("detected_at", "resolution_detected_at"),
+    "alert_evaluations": ("evaluated_at",),
+    "alert_notifications": ("created_at", "next_attempt_at", "delivered_at"),
+    "batch_holds": ("validation_id", "held_at", "resolved_at"),
+    "batch_ledger": ("committed_at",),
+    "batch_validations": ("validation_id", "validated_at"),
+    "load_ledger": ("loaded_at",),
+    "quarantine_forwarded": ("forwarded_at",),
+    "stream_runs": ("started_at", "last_landed_at"),
+}
+
+
 class BatchGate(Protocol):
     """What a load needs of the data-quality gate (pipelines.quality_gate.QualityGate)."""
 
@@ -233,9 +248,10 @@ def table_fingerprints(
     con: duckdb.DuckDBPyConnection, leave_out: frozenset[str] = frozenset()
 ) -> dict[str, tuple[int, str]]:
     """Every base table's (row count, md5 of its rows in a canonical order): equal
-    fingerprints mean equal content, whatever order the rows were written in. Columns named
-    in `leave_out` are not hashed (e.g. provenance, which differs between file and Kafka
-    runs of the same events)."""
+    fingerprints mean equal content, whatever order the rows were written in, and whenever
+    it was written: RUN_CLOCK_COLUMNS are not hashed, so two runs of the same audit give
+    the same fingerprints. Columns named in `leave_out` are not hashed either (e.g.
+    provenance, which differs between file and Kafka runs of the same events)."""
     tables = [
         name
         for (name,) in con.execute(
@@ -251,7 +267,7 @@ def table_fingerprints(
                 "ORDER BY column_index",
                 [table],
             ).fetchall()
-            if name not in leave_out
+            if name not in leave_out and name not in RUN_CLOCK_COLUMNS.get(table, ())
         ]
         row: Any = con.execute(
             f"SELECT count(*), coalesce(md5(string_agg(CAST(t AS VARCHAR), chr(10) "

@@ -188,12 +188,17 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
     from connectors.duckdb_reader import connect_auditor
-    from connectors.duckdb_sink import table_fingerprints
+    from connectors.duckdb_sink import RUN_CLOCK_COLUMNS, table_fingerprints
 
     con = connect_auditor(_settings(args).database)
     try:
-        for table, (rows, digest) in table_fingerprints(con).items():
+        prints = table_fingerprints(con)
+        for table, (rows, digest) in prints.items():
             print(f"{table:24} {rows:>9} {digest}")
+        unhashed = [f"{t}.{c}" for t, cs in RUN_CLOCK_COLUMNS.items() if t in prints for c in cs]
+        print(
+            f"not hashed (wall clock and run ids, which differ between runs): {', '.join(unhashed)}"
+        )
     finally:
         con.close()
     return 0

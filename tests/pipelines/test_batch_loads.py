@@ -5,12 +5,14 @@ not. Real Avro files, the real local runner, real DuckDB files; a signalled run 
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from contextlib import redirect_stdout
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from connectors.avro_files import RawMessage
 from connectors.duckdb_sink import AUDIT_TABLES, table_fingerprints
 from connectors.schema_store import SchemaStore
 from pipelines.batch import run_batch
+from pipelines.cli import main
 from pipelines.settings import Settings
 from tests.conftest import WriteFiles, action, message, request
 from tests.streaming_job import cli
@@ -93,6 +96,28 @@ def test_files_named_alike_in_two_directories_land_apart(
     assert again.run_id == report.run_id
     first, second = (_fingerprints(tmp_path / name) for name in ("audit.duckdb", "again.duckdb"))
     assert first == second
+
+
+def _fingerprint(database: Path) -> str:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["fingerprint", "--db", str(database)]) == 0
+    return out.getvalue()
+
+
+def test_two_runs_over_the_same_files_print_the_same_fingerprints(
+    tmp_path: Path, store: SchemaStore, write_files: WriteFiles
+) -> None:
+    inputs = _two_directories(tmp_path / "in", store, write_files)
+    for name in ("one.duckdb", "two.duckdb"):
+        run_batch(inputs, Settings(database=tmp_path / name), now=NOW)
+    one, two = _fingerprint(tmp_path / "one.duckdb"), _fingerprint(tmp_path / "two.duckdb")
+    assert one == two
+    counts = {line.split()[0]: line.split()[1] for line in one.splitlines()[:-1]}
+    # Validated, evaluated and ledgered, each with its wall clock: all in the comparison.
+    assert counts["batch_validations"] == "5" and counts["load_ledger"] == "1"
+    assert counts["alert_evaluations"] == "3"
+    assert "load_ledger.loaded_at" in one.splitlines()[-1]
 
 
 def _signalled_run(
