@@ -1,9 +1,13 @@
 """DuckDB: apply the DDL and views from `sql/`, land a staged batch in one transaction.
 
 A batch run audits the files it is given: each load replaces the audit tables with the
-staged rows (so a rerun over the same files leaves identical tables) and records itself
-in `load_ledger`, keyed by a hash of its inputs. The load refuses to commit unless every
-record in is accounted for: records_in = landed + duplicates + quarantined.
+staged rows (so a rerun over the same files leaves identical tables), and with them
+everything derived from them: the alert rules' episodes, tracks and checkpoints are
+evaluated anew on what it lands, and `current_load` names it (`record_account` reads that).
+History stays, each row naming its load: `load_ledger` (one row per distinct load, keyed by
+a hash of its inputs), `batch_validations`, `batch_holds` and the notifications already
+sent. The load refuses to commit unless every record in is accounted for: records_in =
+landed + duplicates + quarantined.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any, Protocol
 
 import duckdb
 
-from connectors.duckdb_quality import BatchHeld, accepted
+from connectors.duckdb_alerts import forget_evaluations
+from connectors.duckdb_quality import BATCH_HELD_RULE, BatchHeld, accepted
 from connectors.origin import file_sources
 from pipelines.resources import sql_dir
 
@@ -45,6 +50,7 @@ RUN_CLOCK_COLUMNS: dict[str, tuple[str, ...]] = {
     "batch_holds": ("validation_id", "held_at", "resolved_at"),
     "batch_ledger": ("committed_at",),
     "batch_validations": ("validation_id", "validated_at"),
+    "current_load": ("landed_at",),
     "load_ledger": ("loaded_at",),
     "quarantine_forwarded": ("forwarded_at",),
     "stream_runs": ("started_at", "last_landed_at"),
@@ -70,7 +76,7 @@ class BatchGate(Protocol):
 class BatchAlerts(Protocol):
     """What a load needs of the alert monitor (pipelines.monitoring.AlertMonitor)."""
 
-    def evaluate(self, con: duckdb.DuckDBPyConnection) -> Any: ...
+    def evaluate(self, con: duckdb.DuckDBPyConnection, *, run_id: str | None = None) -> Any: ...
 
 
 class AccountError(RuntimeError):
@@ -148,8 +154,10 @@ def land_batch(
 
     With a `gate`, a first load of these inputs is validated before it commits: a failure
     rolls it back, records the validation, holds the run and raises BatchHeld (unless an
-    operator accepted the run: then it lands, its validation recorded). With `alerts`, a
-    first load evaluates the alert rules on what it lands, in the same transaction."""
+    operator accepted the run: then it lands, its validation recorded). The alert rules'
+    state of the replaced tables goes with them; with `alerts`, the rules are evaluated on
+    what lands, in the same transaction (a replay too: the tables may have held another
+    load since)."""
     run_id, inputs_json = run_identity(inputs, policy_version)
     con = connect_writer(database)
     try:
@@ -162,6 +170,7 @@ def land_batch(
                     f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?) ORDER BY {order}",
                     [files],
                 )
+        forget_evaluations(con, keep_rules=(BATCH_HELD_RULE,))  # held loads: batch_holds
         land_policy(con, policy_version, policy_rows)
         landed = _count(con, "request_events") + _count(con, "action_events")
         duplicates = _count(con, "duplicate_deliveries")
@@ -185,10 +194,8 @@ def land_batch(
                 raise BatchHeld(run_id, outcome.describe())
             gate.record(con, outcome, path="batch", batch_ids=[run_id], hold=False)
         alerted = "alerts not evaluated"
-        if existing is not None:
-            alerted = "alerts evaluated when first loaded"
-        if existing is None and alerts is not None:
-            alerted = alerts.evaluate(con).describe()
+        if alerts is not None:
+            alerted = alerts.evaluate(con, run_id=run_id).describe()
         if existing is None:
             con.execute(
                 "INSERT INTO load_ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -204,6 +211,8 @@ def land_batch(
                     datetime.now(UTC),
                 ],
             )
+        con.execute("DELETE FROM current_load")
+        con.execute("INSERT INTO current_load VALUES (?, ?)", [run_id, datetime.now(UTC)])
         con.commit()
         return LoadReport(
             database,
