@@ -16,7 +16,7 @@ from typing import Any
 import apache_beam as beam
 
 from connectors.avro_files import RawMessage, read_raw_messages
-from connectors.origin import SourceRef
+from connectors.origin import SourceRef, file_sources
 from connectors.schema_store import SchemaStore
 
 # Messages per chunk: large enough that the runner's cost per element vanishes, small
@@ -31,8 +31,8 @@ class _ReadFileFn(beam.DoFn):  # type: ignore[misc]
     def setup(self) -> None:
         self._store = SchemaStore.load(self._schemas_dir)
 
-    def process(self, path: str) -> Iterator[tuple[SourceRef, RawMessage]]:
-        name = Path(path).name
+    def process(self, element: tuple[str, str]) -> Iterator[tuple[SourceRef, RawMessage]]:
+        name, path = element
         for position, message in read_raw_messages(Path(path), self._store):
             yield SourceRef(name, position), message
 
@@ -40,14 +40,15 @@ class _ReadFileFn(beam.DoFn):  # type: ignore[misc]
 class ReadRawMessages(beam.PTransform):  # type: ignore[misc]
     """Files -> (SourceRef(file name, record index), RawMessage), one element per message.
 
-    The file name (not its directory) identifies the source, so the same files read from
-    another directory land the same rows. `schemas_dir`: the schema catalog the files are
-    read with (None: the packaged one).
+    The file's name among the inputs (`origin.file_sources`: its path below their common
+    directory) identifies the source, so the same files read from another directory land
+    the same rows, and two inputs named alike in different directories stay apart.
+    `schemas_dir`: the schema catalog the files are read with (None: the packaged one).
     """
 
     def __init__(self, paths: Sequence[Path], schemas_dir: Path | None = None) -> None:
         super().__init__()
-        self._paths = sorted(str(p) for p in paths)
+        self._paths = [(name, str(path)) for name, path in file_sources(paths).items()]
         self._schemas_dir = schemas_dir
 
     def expand(self, pbegin: Any) -> Any:
@@ -117,9 +118,8 @@ class _ReadChunksFn(beam.DoFn):  # type: ignore[misc]
     def setup(self) -> None:
         self._store = SchemaStore.load(self._schemas_dir)
 
-    def process(self, element: tuple[int, str]) -> Iterator[MessageChunk]:
-        rank, path = element
-        name = Path(path).name
+    def process(self, element: tuple[int, str, str]) -> Iterator[MessageChunk]:
+        rank, name, path = element
         first, messages = 0, list[RawMessage]()
         for position, message in read_raw_messages(Path(path), self._store):
             if not messages:
@@ -150,7 +150,9 @@ class ReadMessageChunks(beam.PTransform):  # type: ignore[misc]
         spread: bool = False,
     ) -> None:
         super().__init__()
-        self._paths = list(enumerate(sorted(str(p) for p in paths)))
+        self._paths = [
+            (rank, name, str(path)) for rank, (name, path) in enumerate(file_sources(paths).items())
+        ]
         self._schemas_dir = schemas_dir
         self._chunk_size = chunk_size
         self._spread = spread

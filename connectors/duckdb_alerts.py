@@ -147,9 +147,11 @@ def fire(
     now: datetime,
     sinks: Sequence[str],
     notify: bool = True,
+    run_id: str | None = None,
 ) -> None:
     """Record an episode and queue its firing notification for each sink (none when
-    `notify` is false: a historic episode recorded for the audit, not sent)."""
+    `notify` is false: a historic episode recorded for the audit, not sent). `run_id`: the
+    batch load it is recorded by (None: the streaming job)."""
     con.execute(
         "INSERT INTO alerts (alert_id, rule, severity, labels, summary, evidence, runbook, "
         "fired_at, resolved_at, detected_at, resolution_detected_at) "
@@ -167,7 +169,7 @@ def fire(
         ],
     )
     if notify:
-        _queue(con, record.alert_id, FIRING, sinks, now)
+        _queue(con, record.alert_id, FIRING, sinks, now, run_id)
 
 
 def resolve(
@@ -178,6 +180,7 @@ def resolve(
     now: datetime,
     evidence: Mapping[str, Any] | None = None,
     summary: str | None = None,
+    run_id: str | None = None,
 ) -> None:
     """End an episode; its resolved notification goes to every sink its firing one went to."""
     (stored,) = con.execute(
@@ -198,17 +201,39 @@ def resolve(
             [alert_id, FIRING],
         ).fetchall()
     ]
-    _queue(con, alert_id, RESOLVED, sinks, now)
+    _queue(con, alert_id, RESOLVED, sinks, now, run_id)
 
 
 def _queue(
-    con: duckdb.DuckDBPyConnection, alert_id: str, status: str, sinks: Iterable[str], now: datetime
+    con: duckdb.DuckDBPyConnection,
+    alert_id: str,
+    status: str,
+    sinks: Iterable[str],
+    now: datetime,
+    run_id: str | None,
 ) -> None:
     for sink in sinks:
         con.execute(
-            "INSERT OR IGNORE INTO alert_notifications VALUES (?, ?, ?, ?, ?, 0, ?, NULL, NULL)",
-            [f"{alert_id}:{status}:{sink}", alert_id, status, sink, now, now],
+            "INSERT OR IGNORE INTO alert_notifications (notification_id, alert_id, status, "
+            "sink, created_at, attempts, next_attempt_at, delivered_at, last_error, run_id) "
+            "VALUES (?, ?, ?, ?, ?, 0, ?, NULL, NULL, ?)",
+            [f"{alert_id}:{status}:{sink}", alert_id, status, sink, now, now, run_id],
         )
+
+
+def forget_evaluations(con: duckdb.DuckDBPyConnection, keep_rules: Sequence[str]) -> None:
+    """Drop what the alert rules derived from audit tables that are being replaced: their
+    episodes, tracks and checkpoints, and the notifications of those episodes not sent yet
+    (they would tell of episodes no table shows). Sent notifications stay, as the history
+    of what receivers were told, each with the load it belongs to (run_id). Episodes of
+    `keep_rules` (operational alerts about the loads themselves, e.g. a held load) stay."""
+    con.execute("DELETE FROM alerts WHERE NOT list_contains(?, rule)", [list(keep_rules)])
+    con.execute(
+        "DELETE FROM alert_notifications WHERE delivered_at IS NULL "
+        "AND alert_id NOT IN (SELECT alert_id FROM alerts)"
+    )
+    con.execute("DELETE FROM alert_tracks")
+    con.execute("DELETE FROM alert_evaluations")
 
 
 def firing(con: duckdb.DuckDBPyConnection, rule: str, labels: str) -> list[str]:

@@ -149,9 +149,11 @@ def hold(
     failed_suites: Sequence[str],
     evidence: Mapping[str, Any],
     sinks: Sequence[str] = (),
+    run_id: str | None = None,
 ) -> None:
     """Hold the batches (a batch already held keeps its first hold) and raise the BatchHeld
-    alert for the path unless it is already firing."""
+    alert for the path unless it is already firing; its notifications belong to the batch
+    load `run_id` (None: not a batch load)."""
     now = datetime.now(UTC)
     for batch_id in batch_ids:
         con.execute(
@@ -176,18 +178,22 @@ def hold(
         ),
         now=now,
         sinks=sinks,
+        run_id=run_id,
     )
 
 
-def release_holds(con: duckdb.DuckDBPyConnection, validation_id: str) -> int:
-    """A validation of every row passed: release every hold and resolve the alerts."""
+def release_holds(
+    con: duckdb.DuckDBPyConnection, validation_id: str, run_id: str | None = None
+) -> int:
+    """A validation of every row passed: release every hold and resolve the alerts (their
+    notifications belong to the batch load `run_id`, when one validated)."""
     now = datetime.now(UTC)
     held = len(open_holds(con))
     con.execute(
         "UPDATE batch_holds SET status = ?, resolved_at = ?, resolution = ? WHERE status = ?",
         [RELEASED, now, validation_id, HELD],
     )
-    resolve_alerts(con, now)
+    resolve_alerts(con, now, run_id)
     return held
 
 
@@ -222,8 +228,8 @@ def accepted(con: duckdb.DuckDBPyConnection, batch_id: str) -> bool:
     return bool(rows)
 
 
-def resolve_alerts(con: duckdb.DuckDBPyConnection, at: datetime) -> None:
+def resolve_alerts(con: duckdb.DuckDBPyConnection, at: datetime, run_id: str | None = None) -> None:
     for (alert_id,) in con.execute(
         "SELECT alert_id FROM alerts WHERE rule = ? AND resolved_at IS NULL", [BATCH_HELD_RULE]
     ).fetchall():
-        alerts.resolve(con, alert_id, at, now=at)
+        alerts.resolve(con, alert_id, at, now=at, run_id=run_id)

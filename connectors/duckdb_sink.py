@@ -1,9 +1,13 @@
 """DuckDB: apply the DDL and views from `sql/`, land a staged batch in one transaction.
 
 A batch run audits the files it is given: each load replaces the audit tables with the
-staged rows (so a rerun over the same files leaves identical tables) and records itself
-in `load_ledger`, keyed by a hash of its inputs. The load refuses to commit unless every
-record in is accounted for: records_in = landed + duplicates + quarantined.
+staged rows (so a rerun over the same files leaves identical tables), and with them
+everything derived from them: the alert rules' episodes, tracks and checkpoints are
+evaluated anew on what it lands, and `current_load` names it (`record_account` reads that).
+History stays, each row naming its load: `load_ledger` (one row per distinct load, keyed by
+a hash of its inputs), `batch_validations`, `batch_holds` and the notifications already
+sent. The load refuses to commit unless every record in is accounted for: records_in =
+landed + duplicates + quarantined.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Any, Protocol
 
 import duckdb
 
-from connectors.duckdb_quality import BatchHeld, accepted
+from connectors.duckdb_alerts import forget_evaluations
+from connectors.duckdb_quality import BATCH_HELD_RULE, BatchHeld, accepted
+from connectors.origin import file_sources
 from pipelines.resources import sql_dir
 
 # Tables a batch load replaces, in load order, each with the columns it is stored by.
@@ -32,6 +38,22 @@ AUDIT_TABLES: dict[str, str] = {
     "backlog_daily": "as_of, category, platform, authority",
     "quarantine": "quarantine_id",
     "duplicate_deliveries": "source_ref",
+}
+
+
+# Columns that say when (wall clock) or under which random id a run wrote a row, by table:
+# two runs of the same audit differ in these only, so fingerprints leave them out.
+RUN_CLOCK_COLUMNS: dict[str, tuple[str, ...]] = {
+    "alerts": ("detected_at", "resolution_detected_at"),
+    "alert_evaluations": ("evaluated_at",),
+    "alert_notifications": ("created_at", "next_attempt_at", "delivered_at"),
+    "batch_holds": ("validation_id", "held_at", "resolved_at"),
+    "batch_ledger": ("committed_at",),
+    "batch_validations": ("validation_id", "validated_at"),
+    "current_load": ("landed_at",),
+    "load_ledger": ("loaded_at",),
+    "quarantine_forwarded": ("forwarded_at",),
+    "stream_runs": ("started_at", "last_landed_at"),
 }
 
 
@@ -54,7 +76,7 @@ class BatchGate(Protocol):
 class BatchAlerts(Protocol):
     """What a load needs of the alert monitor (pipelines.monitoring.AlertMonitor)."""
 
-    def evaluate(self, con: duckdb.DuckDBPyConnection) -> Any: ...
+    def evaluate(self, con: duckdb.DuckDBPyConnection, *, run_id: str | None = None) -> Any: ...
 
 
 class AccountError(RuntimeError):
@@ -107,8 +129,11 @@ def _file_digest(path: Path) -> str:
 
 
 def run_identity(inputs: Sequence[Path], policy_version: str) -> tuple[str, str]:
-    """(run_id, inputs JSON): the same files, policy and pipeline version give the same id."""
-    described = sorted(({"file": p.name, "sha256": _file_digest(p)} for p in inputs), key=str)
+    """(run_id, inputs JSON): the same files, policy and pipeline version give the same id.
+    Files are named as their records' positions name them (`origin.file_sources`)."""
+    described = [
+        {"file": name, "sha256": _file_digest(path)} for name, path in file_sources(inputs).items()
+    ]
     inputs_json = json.dumps(described, sort_keys=True)
     basis = json.dumps([inputs_json, policy_version, version("removal-audit")])
     return hashlib.sha256(basis.encode()).hexdigest()[:32], inputs_json
@@ -129,8 +154,10 @@ def land_batch(
 
     With a `gate`, a first load of these inputs is validated before it commits: a failure
     rolls it back, records the validation, holds the run and raises BatchHeld (unless an
-    operator accepted the run: then it lands, its validation recorded). With `alerts`, a
-    first load evaluates the alert rules on what it lands, in the same transaction."""
+    operator accepted the run: then it lands, its validation recorded). The alert rules'
+    state of the replaced tables goes with them; with `alerts`, the rules are evaluated on
+    what lands, in the same transaction (a replay too: the tables may have held another
+    load since)."""
     run_id, inputs_json = run_identity(inputs, policy_version)
     con = connect_writer(database)
     try:
@@ -143,6 +170,7 @@ def land_batch(
                     f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?) ORDER BY {order}",
                     [files],
                 )
+        forget_evaluations(con, keep_rules=(BATCH_HELD_RULE,))  # held loads: batch_holds
         land_policy(con, policy_version, policy_rows)
         landed = _count(con, "request_events") + _count(con, "action_events")
         duplicates = _count(con, "duplicate_deliveries")
@@ -166,10 +194,8 @@ def land_batch(
                 raise BatchHeld(run_id, outcome.describe())
             gate.record(con, outcome, path="batch", batch_ids=[run_id], hold=False)
         alerted = "alerts not evaluated"
-        if existing is not None:
-            alerted = "alerts evaluated when first loaded"
-        if existing is None and alerts is not None:
-            alerted = alerts.evaluate(con).describe()
+        if alerts is not None:
+            alerted = alerts.evaluate(con, run_id=run_id).describe()
         if existing is None:
             con.execute(
                 "INSERT INTO load_ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -185,6 +211,8 @@ def land_batch(
                     datetime.now(UTC),
                 ],
             )
+        con.execute("DELETE FROM current_load")
+        con.execute("INSERT INTO current_load VALUES (?, ?)", [run_id, datetime.now(UTC)])
         con.commit()
         return LoadReport(
             database,
@@ -229,9 +257,10 @@ def table_fingerprints(
     con: duckdb.DuckDBPyConnection, leave_out: frozenset[str] = frozenset()
 ) -> dict[str, tuple[int, str]]:
     """Every base table's (row count, md5 of its rows in a canonical order): equal
-    fingerprints mean equal content, whatever order the rows were written in. Columns named
-    in `leave_out` are not hashed (e.g. provenance, which differs between file and Kafka
-    runs of the same events)."""
+    fingerprints mean equal content, whatever order the rows were written in, and whenever
+    it was written: RUN_CLOCK_COLUMNS are not hashed, so two runs of the same audit give
+    the same fingerprints. Columns named in `leave_out` are not hashed either (e.g.
+    provenance, which differs between file and Kafka runs of the same events)."""
     tables = [
         name
         for (name,) in con.execute(
@@ -247,7 +276,7 @@ def table_fingerprints(
                 "ORDER BY column_index",
                 [table],
             ).fetchall()
-            if name not in leave_out
+            if name not in leave_out and name not in RUN_CLOCK_COLUMNS.get(table, ())
         ]
         row: Any = con.execute(
             f"SELECT count(*), coalesce(md5(string_agg(CAST(t AS VARCHAR), chr(10) "

@@ -136,7 +136,7 @@ _ended_job = False
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines.batch import run_batch
+    from pipelines.batch import run_batch, terminate_as_exit
     from pipelines.report import print_account
 
     if args.source == "kafka":
@@ -145,7 +145,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     inputs = _input_files(args.inputs or [settings.data_dir], settings)
     check_database(settings.database)
     started = time.perf_counter()
-    report = run_batch(inputs, settings)
+    with terminate_as_exit():  # a stopped run cleans up after itself
+        report = run_batch(inputs, settings)
     print(f"pipeline finished in {time.perf_counter() - started:.1f} s")
     print_account(report, sys.stdout)
     return 0
@@ -193,15 +194,24 @@ def cmd_sql(args: argparse.Namespace) -> int:
 def cmd_fingerprint(args: argparse.Namespace) -> int:
     from connectors.duckdb_limits import enforced
     from connectors.duckdb_reader import connect_auditor
-    from connectors.duckdb_sink import table_fingerprints
+    from connectors.duckdb_sink import RUN_CLOCK_COLUMNS, table_fingerprints
 
     settings = _settings(args)
     con = connect_auditor(settings.database, settings.auditor_limits)
     try:
         with enforced(con, settings.auditor_limits):
-            fingerprints = table_fingerprints(con)
-        for table, (rows, digest) in fingerprints.items():
+            prints = table_fingerprints(con)
+        if not prints:
+            raise QueryError(
+                f"{settings.database} holds no tables: nothing has landed in it "
+                "(run `removal-audit run` first)"
+            )
+        for table, (rows, digest) in prints.items():
             print(f"{table:24} {rows:>9} {digest}")
+        unhashed = [f"{t}.{c}" for t, cs in RUN_CLOCK_COLUMNS.items() if t in prints for c in cs]
+        print(
+            f"not hashed (wall clock and run ids, which differ between runs): {', '.join(unhashed)}"
+        )
     finally:
         con.close()
     return 0

@@ -47,10 +47,11 @@ class AlertOutcome:
     silent: int = 0  # historic episodes recorded without notifications
     evaluated_through: date | None = None
     transitions: list[Transition] = field(default_factory=list)
+    waiting: str = ""  # why no day was evaluated, when none was
 
     def describe(self) -> str:
         if self.evaluated_through is None:
-            return "alerts: nothing to evaluate yet"
+            return f"alerts: nothing to evaluate yet ({self.waiting or 'no data'})"
         text = (
             f"alerts through {self.evaluated_through}: {self.fired} fired, {self.resolved} resolved"
         )
@@ -77,17 +78,21 @@ class AlertMonitor:
         through: date | None = None,
         *,
         now: datetime | None = None,
+        run_id: str | None = None,
     ) -> AlertOutcome:
         """Evaluate every rule from where it stopped through `through` (default: the day of
         the data horizon, the last midnight the landed data has passed) and record the
-        transitions. Runs in the caller's transaction."""
+        transitions, their notifications tied to the batch load `run_id` (None: streaming).
+        Runs in the caller's transaction."""
         now = now or datetime.now(UTC)
         start = store.history_start(con)
         if start is None:
-            return AlertOutcome()
+            return AlertOutcome(waiting="no daily backlog yet")
         through = through or _horizon_day(con)
         if through is None or through < start:
-            return AlertOutcome()
+            # The first day's figures are the backlog at the midnight after the first
+            # event: until the data passes that midnight, no day is complete.
+            return AlertOutcome(waiting=f"the data does not reach {start} yet")
         marks = store.checkpoints(con)
         todo: list[tuple[AlertRule, date]] = []
         for rule in self.rules.rules:
@@ -107,7 +112,7 @@ class AlertMonitor:
         for gone in removed:
             tracks.pop((gone.rule, gone.labels), None)
         transitions = sorted(transitions, key=lambda t: (t.day, t.kind == "fired")) + removed
-        outcome = self._record(con, transitions, through, now)
+        outcome = self._record(con, transitions, through, now, run_id)
         if todo or removed:  # otherwise the tracks are as loaded: no rewrite per snapshot
             store.save_tracks(con, tracks)
         for rule, _ in todo:
@@ -121,6 +126,7 @@ class AlertMonitor:
         transitions: Sequence[Transition],
         through: date,
         now: datetime,
+        run_id: str | None,
     ) -> AlertOutcome:
         rules = {rule.name: rule for rule in self.rules.rules}
         ends = {t.alert_id: t.day for t in transitions if t.kind == "resolved"}
@@ -134,6 +140,7 @@ class AlertMonitor:
                     now=now,
                     evidence=t.evidence,
                     summary=None,
+                    run_id=run_id,
                 )
                 outcome.resolved += 1
                 continue
@@ -155,6 +162,7 @@ class AlertMonitor:
                 now=now,
                 sinks=self.sinks,
                 notify=notify,
+                run_id=run_id,
             )
             outcome.fired += 1
             outcome.silent += not notify

@@ -140,6 +140,7 @@ class QualityGate:
     ) -> None:
         """Store the outcome; hold the batches when `hold`; a pass over every row releases
         every open hold."""
+        load = batch_ids[0] if path == "batch" else None  # a batch load's one batch: itself
         dq.record_validation(
             con,
             validation_id=outcome.validation_id,
@@ -157,9 +158,10 @@ class QualityGate:
                 failed_suites=outcome.failed_suites,
                 evidence=outcome.evidence(),
                 sinks=self.alert_sinks,
+                run_id=load,
             )
         elif outcome.passed and outcome.scope == "all":
-            released = dq.release_holds(con, outcome.validation_id)
+            released = dq.release_holds(con, outcome.validation_id, load)
             if released:
                 log.warning(
                     "validation %s passed: released %d held batch(es)",

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from connectors.avro_files import scan_container, write_raw_messages
@@ -97,3 +98,17 @@ def test_a_batch_load_does_not_log_great_expectations_temporary_directories(
     assert main(["run", str(inputs), "--db", str(tmp_path / "audit.duckdb")]) == 0
     chatter = [r.getMessage() for r in caplog.records if r.name.startswith("great_expectations")]
     assert not [m for m in chatter if "Created temporary directory" in m], chatter
+
+
+def test_fingerprint_of_a_database_without_tables_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "nothing.duckdb"
+    duckdb.connect(str(path)).close()
+    assert main(["fingerprint", "--db", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"removal-audit: {path} holds no tables: nothing has landed in it "
+        "(run `removal-audit run` first)\n"
+    )
