@@ -33,6 +33,11 @@ class QueryError(ValueError):
     """A canned query that does not exist or lacks a parameter."""
 
 
+class DatabaseInUse(QueryError):
+    """The database is held by another process's writer (DuckDB has one writer per file, and
+    a read-only connection waits for none)."""
+
+
 _PIN_ATTEMPTS = 50  # links tried while snapshots are renamed over the path
 
 
@@ -67,7 +72,7 @@ def _pin(database: Path) -> Path | None:
     checkpointed yet (e.g. of a writer killed while landing). Snapshots are published
     checkpointed and never have one; a database with one is the writer's, never renamed
     over, so its file and WAL linked one after the other belong together."""
-    remove_dead_owners(database.parent, _PIN_PREFIX.format(name=database.name))
+    remove_dead_readers(database)
     pins = database.with_name(owned_name(_PIN_PREFIX.format(name=database.name)))
     try:
         pins.mkdir(mode=0o700)
@@ -81,6 +86,16 @@ def _pin(database: Path) -> Path | None:
 
 
 _PIN_PREFIX = ".{name}.reader-"
+
+
+def remove_dead_readers(database: Path) -> None:
+    """Remove the pins that readers of `database` killed while connecting left beside it
+    (each holds a link to a copy of the database, whose space it would keep): every reader
+    does this, and so does the writer that publishes a snapshot, so they go even when no
+    reader comes."""
+    remove_dead_owners(database.parent, _PIN_PREFIX.format(name=database.name))
+
+
 _SPILL_PREFIX = "removal-audit-auditor-"
 
 
@@ -119,8 +134,14 @@ def connect_auditor(
             read_only=True,
             config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
         )
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(spill, ignore_errors=True)
+        if isinstance(error, duckdb.IOException) and "Could not set lock" in str(error):
+            # DuckDB's message names the pinning link, not the database.
+            raise DatabaseInUse(
+                f"{database} is open in another process's writer (a running streaming job?): "
+                "query the read-only snapshot it publishes instead (--db <stem>.snapshot.duckdb)"
+            ) from None
         raise
     finally:
         if pinned is not None:

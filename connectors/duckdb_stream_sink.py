@@ -37,6 +37,7 @@ from typing import Self
 import duckdb
 
 from connectors.duckdb_deliveries import reconcile_deliveries
+from connectors.duckdb_reader import remove_dead_readers
 from connectors.duckdb_sink import AUDIT_TABLES, connect_writer
 from connectors.landing_batch import (
     RELEASES_SCHEMA,
@@ -313,6 +314,7 @@ class StreamSink:
             _fsync(tmp)
             os.replace(tmp, self.snapshot)
             _fsync(self.snapshot.parent)
+            remove_dead_readers(self.snapshot)
             self._last_published = time.monotonic()
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -209,9 +209,11 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
         for table, (rows, digest) in prints.items():
             print(f"{table:24} {rows:>9} {digest}")
         unhashed = [f"{t}.{c}" for t, cs in RUN_CLOCK_COLUMNS.items() if t in prints for c in cs]
-        print(
-            f"not hashed (wall clock and run ids, which differ between runs): {', '.join(unhashed)}"
-        )
+        if unhashed:
+            print(
+                "not hashed (wall clock and run ids, which differ between runs): "
+                + ", ".join(unhashed)
+            )
     finally:
         con.close()
     return 0

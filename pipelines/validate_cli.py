@@ -22,7 +22,7 @@ from typing import TextIO
 import duckdb
 
 from connectors import duckdb_quality as dq
-from connectors.duckdb_reader import connect_auditor
+from connectors.duckdb_reader import DatabaseInUse, connect_auditor
 from connectors.duckdb_sink import connect_writer
 from pipelines.settings import Settings
 
@@ -71,9 +71,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _connect(database: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         return connect_auditor(database) if read_only else connect_writer(database)
-    except duckdb.IOException as error:
+    except (duckdb.IOException, DatabaseInUse) as error:
         # A reader is refused only by a writer's lock; other errors say what they are.
-        if read_only and "Could not set lock" not in str(error):
+        if read_only and not isinstance(error, DatabaseInUse):
             raise
         raise ValidationUnavailable(
             f"{database} is in use by another process (a running streaming job?): validate "

@@ -3,6 +3,7 @@ another process can read while the writer keeps writing."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -566,3 +567,26 @@ def test_runs_that_kept_different_copies_still_account_each_position_once(
     assert sink.write_batch(batch({(REQUESTS, 0): (900, 900)}, request_events=[again]))
     assert _deliveries(sink)[-1] == (f"{REQUESTS}/0#900", f"duplicate of {at_1}")
     assert len(_deliveries(sink)) == 3
+
+
+def test_publishing_a_snapshot_removes_the_pins_of_dead_readers(
+    sink: StreamSink, tmp_path: Path
+) -> None:
+    """A reader killed while connecting leaves its pin (a link to a whole copy) beside the
+    snapshot; the writer's next publication removes it, though no reader comes."""
+    sink.write_batch(first_batch())
+    sink.publish_snapshot()
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = tmp_path / f".snapshot.duckdb.reader-{int(gone.stdout)}-0badc0de"
+    dead.mkdir()
+    os.link(sink.snapshot, dead / "snapshot.duckdb")
+    live = tmp_path / f".snapshot.duckdb.reader-{os.getpid()}-0000beef"
+    live.mkdir()
+    sink.publish_snapshot()
+    assert not dead.exists()
+    assert live.exists()
