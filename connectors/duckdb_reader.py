@@ -138,9 +138,10 @@ def connect_auditor(
         shutil.rmtree(spill, ignore_errors=True)
         if isinstance(error, duckdb.IOException) and "Could not set lock" in str(error):
             # DuckDB's message names the pinning link, not the database.
+            snapshot = database.with_name(f"{database.stem}.snapshot.duckdb")
             raise DatabaseInUse(
                 f"{database} is open in another process's writer (a running streaming job?): "
-                "query the read-only snapshot it publishes instead (--db <stem>.snapshot.duckdb)"
+                f"use the read-only snapshot it publishes, --db {snapshot}"
             ) from None
         raise
     finally:

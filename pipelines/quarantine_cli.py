@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 import duckdb
 
-from connectors.duckdb_reader import connect_auditor
+from connectors.duckdb_reader import DatabaseInUse, connect_auditor
 from connectors.errors import ReasonCode
 from connectors.schema_store import SchemaStore
 from pipelines.intake import IntakeRules
@@ -201,27 +201,14 @@ def replay(
         )
 
 
-def _open(database: Path) -> duckdb.DuckDBPyConnection:
-    try:
-        return connect_auditor(database)
-    except duckdb.IOException as error:
-        if "lock" not in str(error).lower():
-            raise
-        snapshot = database.with_name(f"{database.stem}.snapshot.duckdb")
-        raise _Refusal(
-            f"{database} is locked by its writer (a streaming job?): use its snapshot, "
-            f"--db {snapshot}"
-        ) from error
-
-
 def cmd_quarantine(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from connectors.quarantine_topic import QuarantineTopicError
 
     out = out or sys.stdout
     settings = Settings(**({"database": args.db} if args.db is not None else {}))
     try:
-        con = _open(settings.database)
-    except _Refusal as error:
+        con = connect_auditor(settings.database)
+    except DatabaseInUse as error:
         print(f"removal-audit quarantine: {error}", file=sys.stderr)
         return 2
     try:

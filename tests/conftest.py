@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -170,3 +171,28 @@ def write_files(store: SchemaStore) -> WriteFiles:
         return paths
 
     return write
+
+
+@contextlib.contextmanager
+def held_by_writer(database: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding `database` as DuckDB's writer (as a streaming job does) for
+    the time of the block; yields that process."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('open', flush=True); "
+            "sys.stdin.read()",
+            str(database),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        yield holder
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)

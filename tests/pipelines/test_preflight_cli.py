@@ -4,7 +4,6 @@ work: one line on stderr naming it and what the command expects, exit 2."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from connectors.avro_files import write_raw_messages, write_records
 from connectors.schema_store import SchemaStore
 from pipelines.cli import main
-from tests.conftest import action, message, request
+from tests.conftest import action, held_by_writer, message, request
 
 EXPECTS = "input files are Avro container files of raw messages"
 
@@ -135,25 +134,8 @@ def test_a_database_another_process_writes_is_refused(
     raw_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "audit.duckdb"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('open', flush=True); "
-            "sys.stdin.read()",
-            str(db),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+    with held_by_writer(db) as holder:
         err = _refused(capsys, "run", str(raw_file), "--db", str(db))
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(timeout=30)
     assert f"database {db} is open in another process" in err
     assert f"PID {holder.pid}" in err
 

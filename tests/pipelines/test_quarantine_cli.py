@@ -10,8 +10,6 @@ whose event_id another delivery has landed since.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +28,7 @@ from connectors.schema_store import SchemaStore
 from pipelines.cli import main
 from pipelines.intake import Accepted, IntakeRules, take_in
 from pipelines.rows import SCHEMAS, Row, event_row
-from tests.conftest import message, request
+from tests.conftest import held_by_writer, message, request
 from tests.connectors.test_quarantine_topic import land, quarantined, read_topic
 
 TOPICS = ("removal.requests", "removal.actions")
@@ -312,24 +310,7 @@ def test_replay_creates_no_topic_and_produces_nothing_when_one_is_missing(
 def test_a_database_its_writer_holds_points_to_the_snapshot(
     quarantine_db: Audit, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
-            "sys.stdin.read()",
-            str(quarantine_db.db),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+    with held_by_writer(quarantine_db.db):
         status, out, err = run(capsys, "summary", "--db", str(quarantine_db.db))
         assert status == 2 and out == ""
         assert f"--db {quarantine_db.db.with_name('audit.snapshot.duckdb')}" in err
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(timeout=30)

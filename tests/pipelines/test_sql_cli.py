@@ -13,6 +13,7 @@ import pytest
 
 from connectors.duckdb_sink import connect_writer
 from pipelines.cli import main
+from tests.conftest import held_by_writer
 
 SECRET = "root:$6$hunter2SECRETsalt$k9"
 
@@ -117,25 +118,8 @@ def test_output_cut_short_by_its_reader_is_no_error(database: Path) -> None:
 def test_a_database_held_by_a_writer_is_refused_by_its_name(
     database: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('open', flush=True); "
-            "sys.stdin.read()",
-            str(database),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+    with held_by_writer(database):
         status = main(["sql", "--db", str(database), "SELECT 1"])
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(timeout=30)
     err = capsys.readouterr().err
     assert status == 2
     assert err.count("\n") == 1 and err.startswith(f"removal-audit: {database} is open in ")
