@@ -11,6 +11,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from connectors.duckdb_metrics import read_metrics
+from connectors.duckdb_reader import connect_auditor
 from connectors.schema_store import SchemaStore
 from pipelines.batch import run_batch
 from pipelines.cli import main
@@ -89,5 +91,11 @@ def test_a_load_replaces_the_alerts_and_the_account_with_the_tables(
         assert _rows(database, "SELECT run_id, records_in FROM record_account") == [
             (first.run_id, first.records_in)
         ]
+        # On-call's figures describe the tables too, not the load landed last the first time.
+        con = connect_auditor(database)
+        try:
+            assert read_metrics(con).records_in == first.records_in
+        finally:
+            con.close()
     finally:
         receiver.close()
