@@ -1,7 +1,7 @@
 """Where the streaming job's memory goes: its in-process state, measured per event.
 
 The streaming job keeps its operator state in the worker process (`pipelines.process_state`):
-the dedupe stage keeps the first delivery of every event_id (`streaming_dedupe.Deliveries`),
+the dedupe stage keeps one delivery of every event_id (`streaming_dedupe.Deliveries`),
 the lifecycle stage every event of every content and the signature of what it released
 of every request (`streaming_lifecycle.LifecycleReleaser`). This feeds a generated workload
 through those two objects exactly as the stages do (each stage gets its own copy of an

@@ -6,10 +6,11 @@ A `LandingBatch` carries Arrow tables (any subset of the audit tables, each with
 `connectors.stream_offsets`) and, for request histories, the release each comes from.
 `StreamSink.write_batch` lands it in one transaction together with its row in
 `batch_ledger`, so a batch is either fully landed and recorded, or not at all; a replay of
-a recorded batch (same offsets, same rows) does nothing. Event tables keep the first copy
-of each id; derived tables (requests, transitions, breaches) are replaced per request, and
-only by a newer release (`stream_releases`), since the streaming path re-emits a request's
-whole history each time it grows.
+a recorded batch (same offsets, same rows) does nothing. Event tables keep one copy of
+each id, the lowest source position (`connectors.duckdb_deliveries`); derived tables
+(requests, transitions, breaches) are replaced per request, and only by a newer release
+(`stream_releases`), since the streaming path re-emits a request's whole history each
+time it grows.
 
 Example:
     with StreamSink(Path("audit.duckdb"), Path("audit-snapshot.duckdb"), 30.0) as sink:

@@ -36,7 +36,8 @@ class Accepted:
 
     An event rebuilt from DuckDB after a restart (`streaming.landed_event`) has neither:
     the event tables keep no bytes, so its payload is b"" and its key None. Such a copy is
-    always the one dedupe keeps (it has landed), never a refused one.
+    never quarantined: dedupe gives it up only to an identical copy at a lower source
+    position, and then it is a duplicate row.
     Example: Accepted(RequestEvent(...), SourceRef("removal.requests/0", 17), 2,
     b"\xc3\x01...", b"twitter/1")"""
 

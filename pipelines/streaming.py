@@ -85,8 +85,9 @@ class StreamingPlan:
 def landed_event(table: str, row: Mapping[str, Any]) -> TimestampedValue:
     """A row of request_events / action_events -> (Accepted, landed=True) at its event time.
 
-    The event tables keep no message bytes, so payload and key are empty (b"", None): a
-    landed copy is always the delivery dedupe keeps, so they never reach a quarantine row.
+    The event tables keep no message bytes, so payload and key are empty (b"", None): dedupe
+    refuses a landed copy only for an identical copy at a lower position (a duplicate row,
+    no bytes needed), so they never reach a quarantine row.
     """
     event: RequestEvent | ActionEvent = (
         RequestEvent.from_avro(row) if table == "request_events" else ActionEvent.from_avro(row)

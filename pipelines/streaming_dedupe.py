@@ -1,17 +1,27 @@
 """Streaming dedupe: one copy of each event_id lands, every other delivery is counted.
 
 The batch path groups all deliveries of an event_id and keeps the first by source position
-(`transforms.DedupeEvents`). A stream cannot wait for all of them: the first delivery seen
-is kept (in-process state, `pipelines.process_state`), later identical ones become
-`duplicate_deliveries` rows and later conflicting ones are quarantined (EVENT_ID_CONFLICT),
-as in the batch path. With keys hashed to partitions, repeated deliveries of one content
-share a partition, so the first seen is also the first by offset.
+(`transforms.DedupeEvents`). A stream cannot wait for all of them, and the order copies
+reach this stage is not their offset order: Prism queues a stage's input by timestamp,
+ties broken by place within the bundle that produced them (not across bundles), and hands
+it over in its queue's heap order, so a repeat (same event time as its original) can come
+first, the more often the more bundles queue up (a loaded machine). So identical
+copies are settled by position, not arrival: the lowest kept so far is kept (in-process
+state, `pipelines.process_state`) and every other becomes a `duplicate_deliveries` row
+naming it; a lower copy arriving after a higher one was kept takes its place (a new event
+row, the higher one's row turned into a duplicate row: the landing stage and the sink keep
+the lowest position too, `streaming_land`, `connectors.duckdb_deliveries`). The lifecycles
+get the event once: the copies are the same event. Conflicting copies (other content
+under the event_id) are quarantined (EVENT_ID_CONFLICT) against the copy kept when they
+arrive.
 
 After a restart the pipeline rebuilds its state from the events DuckDB already holds
-("landed" deliveries, read before the Kafka source resumes). A landed copy always wins: a
-delivery read from Kafka is a replay when it is the landed record itself (same source
-position: dropped, it is already accounted for), and a repeat otherwise, even when it
-reaches this stage before the landed copy does.
+("landed" deliveries, read before the Kafka source resumes). A delivery read from Kafka is
+a replay when it is the landed record itself (same source position: dropped, it is
+already accounted for); an identical copy at a lower position than the landed one (read
+again because a run stopped before its rows landed) takes the landed one's place, as
+above; a conflicting one is refused, even when it reaches this stage before the landed
+copy does.
 
 In: (Accepted, landed). Out: main = Accepted, every kept event including landed ones (the
 lifecycle needs them all); `new_events` = kept events not yet landed; `duplicates` = rows;
@@ -31,7 +41,7 @@ from apache_beam import pvalue
 from pipelines import process_state
 from pipelines.intake import Accepted
 from pipelines.streaming_lifecycle import shard_of
-from pipelines.transforms import DUPLICATES, QUARANTINE, repeat_output, topic_of
+from pipelines.transforms import DUPLICATES, QUARANTINE, delivery_order, repeat_output, topic_of
 
 NEW_EVENTS = "new_events"
 
@@ -62,6 +72,9 @@ class Deliveries:
             if landed and not kept.landed:
                 self.kept[key] = _Kept(kept.accepted, True)
             return  # the same record read again: already accounted for
+        if delivery.event == kept.accepted.event:
+            yield from self._repeat(key, kept, delivery, landed)
+            return
         if landed and not kept.landed:
             # The landed copy reached us after a later delivery that we kept: the landed
             # one stays (its row is in DuckDB); the other becomes the repeat.
@@ -70,6 +83,18 @@ class Deliveries:
             yield repeat_output(kept.accepted, delivery)
             return
         yield repeat_output(delivery, kept.accepted)
+
+    def _repeat(
+        self, key: tuple[str, str], kept: _Kept, delivery: Accepted, landed: bool
+    ) -> Iterator[Any]:
+        """An identical copy: the lower source position is kept, whichever came first."""
+        if delivery_order(delivery) > delivery_order(kept.accepted):
+            yield repeat_output(delivery, kept.accepted)
+            return
+        self.kept[key] = _Kept(delivery, landed)
+        if not landed:
+            yield pvalue.TaggedOutput(NEW_EVENTS, delivery)
+        yield repeat_output(kept.accepted, delivery)
 
 
 class DedupeDeliveriesFn(beam.DoFn):  # type: ignore[misc]

@@ -43,6 +43,13 @@ _KEYS = {
     "quarantine": "quarantine_id",
     "duplicate_deliveries": "source_ref",
 }
+_EVENT_TABLES = ("request_events", "action_events")
+
+
+def _order(row: rows.Row) -> tuple[str, int]:
+    """An event row's place among its copies (`transforms.delivery_order`)."""
+    origin = SourceRef.parse(str(row["source_ref"]))
+    return origin.source, origin.position
 
 
 def next_midnight(t: datetime) -> datetime:
@@ -51,8 +58,10 @@ def next_midnight(t: datetime) -> datetime:
 
 
 class _Buffer:
-    """Rows of one micro-batch; later rows for a key already buffered are repeats (events)
-    or older releases (histories), and are dropped here."""
+    """Rows of one micro-batch, one per key: of two event rows for an event_id the lower
+    source position (the dedupe stage may send a higher copy first, then the lower one that
+    replaces it, see streaming_dedupe), of other rows the first; of a request's histories
+    the newest release."""
 
     def __init__(self, run: int) -> None:
         self.run = run
@@ -76,14 +85,20 @@ class _Buffer:
         table = {EVENT: None, DUPLICATE: "duplicate_deliveries", QUARANTINE: "quarantine"}[kind]
         if table is None:
             table = "request_events" if "issued_at" in payload else "action_events"
-        self.rows[table].setdefault(payload[_KEYS[table]], payload)
+        self._keep(table, payload)
+
+    def _keep(self, table: str, row: rows.Row) -> None:
+        found = self.rows[table]
+        key = row[_KEYS[table]]
+        held = found.get(key)
+        if held is None or (table in _EVENT_TABLES and _order(row) < _order(held)):
+            found[key] = row
 
     def merge(self, later: _Buffer) -> None:
-        """Absorb a later buffer: first rows per key kept, newest release per request."""
+        """Absorb a later buffer, keeping rows as `add` does."""
         for table, found in later.rows.items():
-            mine = self.rows[table]
-            for key, row in found.items():
-                mine.setdefault(key, row)
+            for row in found.values():
+                self._keep(table, row)
         for released in later.releases.values():
             self.add(RELEASE, released)
         if later.watermark is not None:

@@ -80,11 +80,17 @@ class DedupeFn(beam.DoFn):  # type: ignore[misc]
 
     def process(self, element: tuple[tuple[str, str], Iterable[Accepted]]) -> Iterator[Any]:
         _, deliveries = element
-        ordered = sorted(deliveries, key=lambda a: (a.origin.source, a.origin.position))
+        ordered = sorted(deliveries, key=delivery_order)
         kept = ordered[0]
         yield kept
         for other in ordered[1:]:
             yield repeat_output(other, kept)
+
+
+def delivery_order(accepted: Accepted) -> tuple[str, int]:
+    """The order in which copies of an event_id are preferred, the first kept: by source
+    position, in both paths (the stream meets the copies in no fixed order)."""
+    return accepted.origin.source, accepted.origin.position
 
 
 def topic_of(accepted: Accepted) -> str:
@@ -95,8 +101,9 @@ def repeat_output(other: Accepted, kept: Accepted) -> Any:
     """Another delivery of `kept`'s event_id: a `duplicates` row when the event is the
     same, else a quarantine record (EVENT_ID_CONFLICT) keeping its key and value bytes.
 
-    `other` is always a delivery read from a source (a landed copy is kept, never refused),
-    so its key and payload are the message's own."""
+    A copy rebuilt from DuckDB after a restart (no key, no bytes) is `other` only when
+    identical (a duplicates row needs no bytes): a refused `other` is always a delivery
+    read from a source, so its key and payload are the message's own."""
     topic, event_id = topic_of(kept), kept.event.event_id
     if other.event == kept.event:
         return pvalue.TaggedOutput(

@@ -22,6 +22,8 @@ One run (module fixture), then one verdict per property:
   and the audit tables equal what the batch path makes of the valid events alone;
 - the valid requests written with the newer (v3) schema landed, as schema version 3;
 - stream_account balances: every offset produced = landed + duplicates + quarantined;
+- each repeated delivery is a duplicate naming its original (the lower offset), as in the
+  batch path, whatever order the job met the copies in;
 - the topic `<prefix>removal.quarantine` holds every quarantined record.
 
 The job runs with a site schema catalog (REMOVAL_AUDIT_SCHEMAS_DIR, tests/site_catalog.py),
@@ -960,6 +962,30 @@ def test_every_offset_is_landed_a_duplicate_or_quarantined(matrix: MatrixRun) ->
     assert _query(matrix.database, "SELECT * FROM stream_account") == [
         (records, records - duplicates - quarantined, duplicates, quarantined, True)
     ]
+
+
+def test_each_repeat_is_a_duplicate_of_its_original(matrix: MatrixRun) -> None:
+    # Each repeat follows its original on the same key, so at a higher offset of the same
+    # partition: the original lands (the lowest position, as in the batch path) whichever
+    # copy the job meets first, and the repeat is the duplicate naming it.
+    originals = {
+        p.injection.label: p.source_ref
+        for p in matrix.produced
+        if p.injection.label.startswith("valid ")
+    }
+    expected = {
+        f"{p.injection.label} at {p.source_ref}": originals[p.injection.label.split(" of ", 1)[1]]
+        for p in matrix.produced
+        if p.injection.label.startswith("repeat ")
+    }
+    label = {p.source_ref: p.injection.label for p in matrix.produced}
+    found = {
+        f"{label.get(ref, 'NOT INJECTED')} at {ref}": kept
+        for ref, kept in _query(
+            matrix.database, "SELECT source_ref, kept_source_ref FROM duplicate_deliveries"
+        )
+    }
+    assert found == expected, _diff(found, expected)
 
 
 def test_quarantine_rows_keep_the_message_key(matrix: MatrixRun) -> None:
