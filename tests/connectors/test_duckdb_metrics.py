@@ -328,7 +328,7 @@ def test_held_batches_and_pending_notifications(tiny: duckdb.DuckDBPyConnection)
     assert dict(state.notifications_pending) == {"kafka": 2, "webhook": 0}
 
 
-def test_records_in_comes_from_the_latest_load_or_the_stream_ledger(
+def test_records_in_comes_from_the_current_load_or_the_stream_ledger(
     tiny: duckdb.DuckDBPyConnection,
 ) -> None:
     _insert(
@@ -357,6 +357,11 @@ def test_records_in_comes_from_the_latest_load_or_the_stream_ledger(
             for run, n, at in [("old", 100, wall), ("new", 14, wall + timedelta(days=1))]
         ],
     )
+    # The tables hold the load current_load names: the one landed last, or an earlier one
+    # replayed since (its account, not the last first landing's).
+    tiny.execute("INSERT INTO current_load VALUES ('old', ?)", [wall + timedelta(days=2)])
+    assert read_metrics(tiny).records_in == 100
+    tiny.execute("UPDATE current_load SET run_id = 'new'")
     batch = read_metrics(tiny)
     assert (batch.records_in, batch.landed, batch.duplicates) == (14, 10, 1)
     assert {r: n for r, n in batch.quarantined if n} == {"OVERSIZE": 2, "TRUNCATED": 1}
