@@ -41,7 +41,8 @@ class DatabaseInUse(QueryError):
 _PIN_ATTEMPTS = 50  # links tried while snapshots are renamed over the path
 
 
-def _wal(database: Path) -> Path:
+def wal_path(database: Path) -> Path:
+    """The write-ahead log DuckDB keeps beside `database`: commits not checkpointed yet."""
     return database.with_name(f"{database.name}.wal")
 
 
@@ -77,7 +78,7 @@ def _pin(database: Path) -> Path | None:
     try:
         pins.mkdir(mode=0o700)
         if _link(database, pins / database.name):
-            _link(_wal(database), _wal(pins / database.name))
+            _link(wal_path(database), wal_path(pins / database.name))
             return pins / database.name
     except OSError:
         pass

@@ -32,18 +32,23 @@ def _running(pid: int) -> bool:
     return True
 
 
-def remove_dead_owners(parent: Path, prefix: str) -> None:
-    """Remove the entries `<prefix><pid>-...` of `parent` whose process is not running.
-    An entry whose PID was reused by a live process stays until that process ends."""
+def remove_dead_owners(parent: Path, prefix: str) -> list[Path]:
+    """Remove the entries `<prefix><pid>-...` of `parent` whose process is not running;
+    return them. An entry whose PID was reused by a live process stays until that process
+    ends, and one whose name does not say its owner (`<prefix>` and no `<pid>-`) is never
+    removed: it may belong to a process of an older version, still running."""
+    removed: list[Path] = []
     with contextlib.suppress(OSError):
-        for entry in parent.iterdir():
+        for entry in sorted(parent.iterdir()):
             if not entry.name.startswith(prefix):
                 continue
-            pid, _, _ = entry.name[len(prefix) :].partition("-")
-            if not pid.isdigit() or _running(int(pid)):
+            pid, sep, _ = entry.name[len(prefix) :].partition("-")
+            if not sep or not pid.isdigit() or _running(int(pid)):
                 continue
             with contextlib.suppress(OSError):
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
+                removed.append(entry)
+    return removed

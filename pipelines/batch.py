@@ -8,10 +8,8 @@ returns the record account.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -27,7 +25,9 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from connectors.alert_sinks import AlertDispatcher
 from connectors.beam_files import CHUNK_SIZE, MessageChunk, ReadMessageChunks
 from connectors.duckdb_quality import BatchHeld
+from connectors.duckdb_reader import wal_path
 from connectors.duckdb_sink import LoadReport, connect_writer, land_batch
+from connectors.owned_paths import owned_name, remove_dead_owners
 from connectors.parquet_stage import WriteStagedRows
 from connectors.schema_store import SchemaStore
 from pipelines import rows
@@ -139,7 +139,6 @@ def run_batch(
     settings.database.parent.mkdir(parents=True, exist_ok=True)
     created = not settings.database.exists()
     stage = make_stage(settings.database.parent)
-    failed = True
     try:
         pipeline = beam.Pipeline(runner=batch_runner(), options=beam_options(settings))
         build(pipeline, inputs, stage, policy, rules, settings.schemas_dir)
@@ -147,60 +146,39 @@ def run_batch(
         result.wait_until_finish()
         counters = result.metrics().query(MetricsFilter().with_name(RECORDS_IN))["counters"]
         records_in = sum(c.committed for c in counters)
-        try:
-            report = land_batch(
-                settings.database,
-                stage,
-                inputs=inputs,
-                records_in=records_in,
-                policy_version=policy.version,
-                policy_rows=policy.rows(),
-                gate=gate,
-                alerts=monitor,
-            )
-        except BatchHeld:
-            failed = False  # the hold is committed: `validate --accept` needs it
-            raise
-        failed = False
-        return report
+        return land_batch(
+            settings.database,
+            stage,
+            inputs=inputs,
+            records_in=records_in,
+            policy_version=policy.version,
+            policy_rows=policy.rows(),
+            gate=gate,
+            alerts=monitor,
+        )
+    except BatchHeld:
+        raise  # the hold is committed: `validate --accept` needs the database
+    except BaseException:
+        if created:  # nothing committed: leave no database that was not there before
+            remove_database(settings.database)
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-        if failed and created:
-            remove_database(settings.database)
-        elif dispatcher.sinks:  # also after a held load: its BatchHeld alert
+        # Also after a held load (its BatchHeld alert); not into a database just removed.
+        if dispatcher.sinks and settings.database.exists():
             _deliver(settings.database, dispatcher)
 
 
 def make_stage(directory: Path) -> Path:
     """A new staging directory in `directory`, named after this process
     (`.stage-<pid>-<random>`), once the stages of runs that died there are removed: a run
-    killed outright (SIGKILL, a crash) cannot remove its own."""
-    for stale in stale_stages(directory):
-        log.warning("removing %s, left by a run that is no longer running", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=directory))
-
-
-def stale_stages(directory: Path) -> list[Path]:
-    """The staging directories in `directory` whose owning process is gone. A stage of a
-    live process (a concurrent run) is not stale, nor one whose owner its name does not
-    say (it may belong to a run of an older version, still running)."""
-    stale = []
-    for path in sorted(directory.glob(f"{STAGE_PREFIX}*")):
-        pid, sep, _ = path.name.removeprefix(STAGE_PREFIX).partition("-")
-        if path.is_dir() and sep and pid.isdigit() and not _running(int(pid)):
-            stale.append(path)
-    return stale
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, as another user's
-        return True
-    return True
+    killed outright (SIGKILL, a crash) cannot remove its own. A stage of a live process (a
+    concurrent run) stays."""
+    for stale in remove_dead_owners(directory, STAGE_PREFIX):
+        log.warning("removed %s, left by a run that is no longer running", stale)
+    stage = directory / owned_name(STAGE_PREFIX)
+    stage.mkdir(mode=0o700)
+    return stage
 
 
 @contextmanager
@@ -232,7 +210,7 @@ def terminate_as_exit() -> Iterator[None]:
 def remove_database(database: Path) -> None:
     """Remove a database file and its write-ahead log: a run that created it and failed
     before committing leaves nothing that looks like an audit."""
-    for path in (database, database.with_name(database.name + ".wal")):
+    for path in (database, wal_path(database)):
         path.unlink(missing_ok=True)
 
 

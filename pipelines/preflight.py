@@ -17,6 +17,7 @@ import duckdb
 from fastavro.schema import to_parsing_canonical_form
 
 from connectors.avro_files import RAW_MESSAGE_SUBJECT, AvroFileError, scan_container
+from connectors.duckdb_reader import wal_path
 from connectors.schema_store import SchemaStore, schema_fingerprint
 
 EXPECTED_INPUT = (
@@ -97,7 +98,7 @@ def check_database(database: Path) -> None:
             else error.strerror or str(error)
         )
         raise PreflightError(f"database {database}: cannot create its directory: {why}") from error
-    wal = database.with_name(database.name + ".wal")
+    wal = wal_path(database)
     if not wal.exists():
         created.insert(0, wal)
     try:

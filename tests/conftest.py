@@ -173,6 +173,15 @@ def write_files(store: SchemaStore) -> WriteFiles:
     return write
 
 
+def read_rows(database: Path, sql: str) -> list[tuple[object, ...]]:
+    """The rows of `sql` on a read-only connection of its own to `database`."""
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 @contextlib.contextmanager
 def held_by_writer(database: Path) -> Iterator[subprocess.Popen[str]]:
     """Another process holding `database` as DuckDB's writer (as a streaming job does) for

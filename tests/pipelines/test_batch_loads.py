@@ -25,20 +25,12 @@ from connectors.schema_store import SchemaStore
 from pipelines.batch import run_batch
 from pipelines.cli import main
 from pipelines.settings import Settings
-from tests.conftest import WriteFiles, action, message, request
+from tests.conftest import WriteFiles, action, message, read_rows, request
 from tests.streaming_job import cli
 
 pytestmark = pytest.mark.slow
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def _rows(database: Path, sql: str) -> list[tuple[object, ...]]:
-    con = duckdb.connect(str(database), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _fingerprints(database: Path) -> dict[str, tuple[int, str]]:
@@ -74,7 +66,7 @@ def test_files_named_alike_in_two_directories_land_apart(
         1,
         2,
     )
-    refs = _rows(
+    refs = read_rows(
         tmp_path / "audit.duckdb",
         "SELECT source_ref FROM request_events UNION ALL SELECT source_ref FROM action_events "
         "UNION ALL SELECT source_ref FROM quarantine "

@@ -8,7 +8,6 @@ import io
 from contextlib import redirect_stdout
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from connectors.duckdb_metrics import read_metrics
@@ -17,18 +16,10 @@ from connectors.schema_store import SchemaStore
 from pipelines.batch import run_batch
 from pipelines.cli import main
 from pipelines.settings import Settings
-from tests.conftest import WriteFiles, message, request
+from tests.conftest import WriteFiles, message, read_rows, request
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.slow
-
-
-def _rows(database: Path, sql: str) -> list[tuple[object, ...]]:
-    con = duckdb.connect(str(database), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _alerts_all(database: Path) -> str:
@@ -69,26 +60,26 @@ def test_a_load_replaces_the_alerts_and_the_account_with_the_tables(
             second.alerts
             == "alerts: nothing to evaluate yet (the data does not reach 2021-02-02 yet)"
         )
-        assert _rows(database, "SELECT count(*) FROM requests") == [(3,)]
+        assert read_rows(database, "SELECT count(*) FROM requests") == [(3,)]
         assert _alerts_all(database) == "no alert episode recorded\n"
         for table in ("alerts", "alert_tracks", "alert_evaluations"):
-            assert _rows(database, f"SELECT count(*) FROM {table}") == [(0,)], table
+            assert read_rows(database, f"SELECT count(*) FROM {table}") == [(0,)], table
         # What receivers were told stays, with the load that told them.
-        assert _rows(
+        assert read_rows(
             database,
             "SELECT run_id, count(*), count(delivered_at) FROM alert_notifications GROUP BY ALL",
         ) == [(first.run_id, 14, 14)]
-        assert _rows(database, "SELECT run_id, records_in FROM record_account") == [
+        assert read_rows(database, "SELECT run_id, records_in FROM record_account") == [
             (second.run_id, 3)
         ]
-        assert _rows(database, "SELECT count(*) FROM load_ledger") == [(2,)]  # the history
+        assert read_rows(database, "SELECT count(*) FROM load_ledger") == [(2,)]  # the history
 
         third = run_batch(seed, settings)  # a replay: the seed's episodes are back, unsent
         assert third.replayed and third.run_id == first.run_id
         assert third.alerts.startswith("alerts through 2021-04-30: 7 fired, 7 resolved")
         assert _alerts_all(database).count("(resolved ") == 7
         assert len(receiver.delivered()) == 14
-        assert _rows(database, "SELECT run_id, records_in FROM record_account") == [
+        assert read_rows(database, "SELECT run_id, records_in FROM record_account") == [
             (first.run_id, first.records_in)
         ]
         # On-call's figures describe the tables too, not the load landed last the first time.

@@ -15,9 +15,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
-import duckdb
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,6 +24,7 @@ from connectors.duckdb_metrics import AlertsFiring, LabelFigures, MetricsState, 
 from connectors.duckdb_sink import connect_writer
 from pipelines.cli import main
 from pipelines.metrics import SAMPLE_NAMES, AuditCollector, serve_metrics
+from tests.conftest import read_rows
 from tests.ports import free_port
 from tests.streaming_job import cli
 
@@ -53,14 +52,6 @@ def scrape(port: int) -> Samples:
 
 def fingerprint(path: Path) -> tuple[str, int]:
     return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
-
-
-def query(database: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(database), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 class Monitor:
@@ -134,10 +125,10 @@ def test_monitor_serves_the_database_figures_read_only(audit_path: Path, tmp_pat
         "last_landed_timestamp_seconds": "SELECT epoch(max(loaded_at)) FROM load_ledger",
     }
     for name, sql in expected.items():
-        assert total(found, P + name) == pytest.approx(query(audit_path, sql)[0][0]), name
+        assert total(found, P + name) == pytest.approx(read_rows(audit_path, sql)[0][0]), name
     assert total(found, P + "records_in_total") == 63_281
     overdue = f"SELECT category, count(*) FROM request_status_as_of({horizon}) WHERE status = "
-    for category, n in query(audit_path, overdue + "'OVERDUE' GROUP BY 1"):
+    for category, n in read_rows(audit_path, overdue + "'OVERDUE' GROUP BY 1"):
         assert total(found, P + "backlog_requests", category=category, status="overdue") == n
     assert found[P + "build_info"] == [({"version": version("removal-audit")}, 1.0)]
 
